@@ -1,0 +1,99 @@
+"""A `generate` job and its candidates: pure state and the result the client receives."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.bodies import GenerateRequest, Outcome
+
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+
+
+@dataclass(slots=True)
+class Candidate:
+    index: int
+    seed: int
+    state: str = PENDING
+    slot: bytes | None = None
+    peer: str | None = None
+    attempts: int = 0
+    tried: set[bytes] = field(default_factory=set)
+    started_at: float | None = None
+    first_token_at: float | None = None
+    ended_at: float | None = None
+    timeout_at: float = 0.0
+    first_token_by: float | None = None
+    tokens: int = 0
+    parts: list[str] = field(default_factory=list)
+    outcome: Outcome | None = None
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.outcome.text if self.outcome is not None else "".join(self.parts)
+
+    @property
+    def latency_s(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+    @property
+    def ttft_s(self) -> float | None:
+        if self.started_at is None or self.first_token_at is None:
+            return None
+        return self.first_token_at - self.started_at
+
+    @property
+    def ended(self) -> bool:
+        return self.state in (DONE, FAILED)
+
+    def restart(self) -> None:
+        """Back to pending for one more try elsewhere; what the last try streamed is dropped."""
+        self.state, self.slot, self.peer = PENDING, None, None
+        self.started_at = self.first_token_at = self.ended_at = None
+        self.tokens, self.parts, self.error = 0, [], None
+
+    def to_map(self) -> dict[str, Any]:
+        usage = self.outcome.usage if self.outcome else {}
+        return {
+            "cand": self.index,
+            "peer": self.peer,
+            "seed": self.seed,
+            "ok": self.state == DONE,
+            "text": self.text if self.state == DONE else "",
+            "error": self.error,
+            "finish_reason": self.outcome.finish_reason if self.outcome else None,
+            "latency_s": self.latency_s,
+            "ttft_s": self.ttft_s,
+            "tokens": usage.get("completion_tokens", self.tokens),
+            "attempts": self.attempts,
+        }
+
+
+@dataclass(slots=True)
+class Job:
+    id: str
+    client: bytes
+    delimited: bool
+    request: GenerateRequest
+    created_at: float
+    deadline: float
+    candidates: list[Candidate]
+    slots_used: set[bytes] = field(default_factory=set)
+    nodes_used: Counter = field(default_factory=Counter)
+
+    @property
+    def finished(self) -> bool:
+        return all(c.ended for c in self.candidates)
+
+    def pending(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.state == PENDING]
+
+    def running(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.state == RUNNING]
+
+    def done(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.state == DONE]

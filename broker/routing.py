@@ -1,0 +1,77 @@
+"""Plain MDP routing: any service other than the broker's own goes to one worker slot.
+
+Requests wait in a per-service queue for an idle slot (least recently used first) and
+expire after the broker's timeout; a slot's PARTIAL/FINAL replies go to its client as-is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from broker.outbox import Outbox
+from broker.registry import Registry, Slot
+from common.messages import ClientReply, WorkerReply, WorkerRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PlainWork:
+    client: bytes
+    delimited: bool
+    service: bytes
+    body: tuple[bytes, ...]
+    expires_at: float
+
+
+class Router:
+    def __init__(self, registry: Registry, outbox: Outbox, timeout_s: float):
+        self.registry, self.outbox, self.timeout_s = registry, outbox, timeout_s
+        self.queues: dict[bytes, deque[PlainWork]] = {}
+
+    def submit(self, client: bytes, delimited: bool, service: bytes, body: tuple[bytes, ...],
+               now: float) -> None:
+        if not self.registry.serving(service):
+            self.outbox.error(client, delimited, service,
+                              f"no worker offers the service '{service.decode()}'")
+            return
+        work = PlainWork(client, delimited, service, body, now + self.timeout_s)
+        self.queues.setdefault(service, deque()).append(work)
+        self.dispatch(now)
+
+    def dispatch(self, now: float) -> None:
+        for service, queue in self.queues.items():
+            idle = sorted(self.registry.idle(service), key=lambda s: s.assigned_at)
+            while queue and idle:
+                slot, work = idle.pop(0), queue.popleft()
+                slot.job, slot.assigned_at = work, now
+                self.outbox.send(slot.identity, slot.delimited, WorkerRequest(work.client, work.body))
+
+    def on_reply(self, slot: Slot, reply: WorkerReply, now: float) -> None:
+        work: PlainWork = slot.job
+        if reply.final:
+            slot.job = None
+        self.outbox.send(work.client, work.delimited, ClientReply(work.service, reply.body, reply.final))
+        if reply.final:
+            self.dispatch(now)
+
+    def on_slot_lost(self, slot: Slot, reason: str, now: float) -> None:
+        work, slot.job = slot.job, None
+        if work is not None:
+            self.outbox.error(work.client, work.delimited, work.service, f"{slot.peer} {reason}")
+
+    def tick(self, now: float) -> None:
+        for service, queue in self.queues.items():
+            while queue and queue[0].expires_at <= now:
+                work = queue.popleft()
+                self.outbox.error(work.client, work.delimited, service,
+                                  f"no worker for '{service.decode()}' became free in time")
+            if queue and not self.registry.serving(service):
+                for work in queue:
+                    self.outbox.error(work.client, work.delimited, service,
+                                      f"no worker offers the service '{service.decode()}'")
+                queue.clear()
+        self.dispatch(now)
+

@@ -1,0 +1,113 @@
+"""Voting strategies: pure functions from finished answers to a verdict.
+
+majority    normalised exact answer, or the extracted final number/option, most common wins
+similarity  medoid: the answer with the highest mean similarity to the others
+weighted    similarity x peer reliability
+first       the fastest valid answer
+Ties go to the more reliable peer, then the faster answer, then the lower candidate index.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from rapidfuzz import fuzz
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    cand: int
+    text: str
+    latency_s: float
+    reliability: float = 1.0  # the peer's success rate so far, 0..1
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    winner: int                 # candidate index
+    scores: dict[int, float]    # candidate index -> score under the strategy
+    strategy: str
+
+
+_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
+_OPTION = re.compile(r"(?:answer(?: is)?|option)\s*[:=]?\s*\(?([A-E])\)?\b", re.IGNORECASE)
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    return _SPACE.sub(" ", text).strip().strip(".!?;:,\"'`").strip().lower()
+
+
+def answer_key(text: str) -> str:
+    """What majority compares: an explicit option, else the final number, else the text."""
+    option = _OPTION.findall(text)
+    if option:
+        return f"option:{option[-1].upper()}"
+    numbers = _NUMBER.findall(text)
+    if numbers:
+        return "number:" + numbers[-1].replace(",", "")
+    return "text:" + normalise(text)
+
+
+def similarity(a: str, b: str) -> float:
+    return fuzz.ratio(normalise(a), normalise(b)) / 100.0
+
+
+def _tie_order(a: Answer) -> tuple[float, float, int]:
+    return (-a.reliability, a.latency_s, a.cand)
+
+
+def _best(answers: list[Answer], scores: dict[int, float]) -> int:
+    return min(answers, key=lambda a: (-round(scores[a.cand], 9), *_tie_order(a))).cand
+
+
+def majority(answers: list[Answer]) -> Verdict:
+    groups: dict[str, list[Answer]] = defaultdict(list)
+    for a in answers:
+        groups[answer_key(a.text)].append(a)
+    n = len(answers)
+    scores = {a.cand: len(groups[answer_key(a.text)]) / n for a in answers}
+    return Verdict(_best(answers, scores), scores, "majority")
+
+
+def medoid_scores(answers: list[Answer]) -> dict[int, float]:
+    if len(answers) == 1:
+        return {answers[0].cand: 1.0}
+    totals = {a.cand: 0.0 for a in answers}
+    for i, a in enumerate(answers):
+        for b in answers[i + 1:]:
+            s = similarity(a.text, b.text)
+            totals[a.cand] += s
+            totals[b.cand] += s
+    return {c: t / (len(answers) - 1) for c, t in totals.items()}
+
+
+def by_similarity(answers: list[Answer]) -> Verdict:
+    scores = medoid_scores(answers)
+    return Verdict(_best(answers, scores), scores, "similarity")
+
+
+def weighted(answers: list[Answer]) -> Verdict:
+    base = medoid_scores(answers)
+    scores = {a.cand: base[a.cand] * a.reliability for a in answers}
+    return Verdict(_best(answers, scores), scores, "weighted")
+
+
+def first(answers: list[Answer]) -> Verdict:
+    fastest = min(answers, key=lambda a: (a.latency_s, a.cand))
+    scores = {a.cand: 1.0 if a.cand == fastest.cand else 0.0 for a in answers}
+    return Verdict(fastest.cand, scores, "first")
+
+
+STRATEGY_FUNCS = {"majority": majority, "similarity": by_similarity,
+                  "weighted": weighted, "first": first}
+
+
+def vote(strategy: str, answers: list[Answer]) -> Verdict:
+    """Pick a winner among valid answers; non-empty text beats empty text."""
+    if not answers:
+        raise ValueError("vote needs at least one answer")
+    nonempty = [a for a in answers if a.text.strip()]
+    return STRATEGY_FUNCS[strategy](nonempty or answers)

@@ -1,0 +1,1 @@
+"""The Swarm client library and the `swarm-ask` command."""

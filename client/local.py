@@ -1,0 +1,59 @@
+"""`swarm-ask --local`: a whole swarm in this process, on loopback.
+
+An embedded broker binds a free loopback port, one worker node loads the model and
+connects to it, the question is asked through the ordinary client, and all of it is shut
+down cleanly afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import zmq.asyncio
+
+from broker.server import Broker, BrokerConfig
+from common.errors import RequestFailed
+from worker.backend import LlamaCppBackend
+from worker.node import WorkerNode, node_profile
+from worker.session import SessionConfig
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 30.0
+
+
+@contextlib.asynccontextmanager
+async def local_swarm(model_path: Path, instances: int = 1, heartbeat_s: float = 1.0,
+                      timeout_s: float = 60.0) -> AsyncIterator[str]:
+    """Run broker + worker in this event loop; yields the broker endpoint once slots are ready."""
+    ctx = zmq.asyncio.Context()
+    broker = Broker(BrokerConfig(bind="tcp://127.0.0.1:*", heartbeat_s=heartbeat_s,
+                                 timeout_s=timeout_s), ctx)
+    endpoint = broker.bind()
+    backends = await asyncio.to_thread(
+        lambda: [LlamaCppBackend(model_path) for _ in range(instances)])
+    profile = node_profile("local", backends[0], instances, True, socket.gethostname())
+    node = WorkerNode(SessionConfig(endpoint, heartbeat_s=heartbeat_s), profile, backends, ctx)
+    tasks = [asyncio.create_task(broker.run()), asyncio.create_task(node.run())]
+    try:
+        await _until_ready(broker, instances)
+        yield endpoint
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        ctx.term()
+
+
+async def _until_ready(broker: Broker, slots: int) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while len(broker.registry) < slots:
+        if time.monotonic() > deadline:
+            raise RequestFailed(f"the local worker did not register within {READY_TIMEOUT_S:g} s")
+        await asyncio.sleep(0.01)

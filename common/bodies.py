@@ -1,0 +1,202 @@
+"""The `generate` bodies: a public contract other clients and workers are written against.
+
+client -> broker  GenerateRequest   (REQUEST to service `generate`)
+broker -> worker  Task              (REQUEST, one per candidate)
+worker -> broker  Chunk             (PARTIAL)   and  Outcome (FINAL)
+Unknown keys are ignored; a missing or ill-typed key raises BodyError naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+from typing import Any
+
+from common.codec import field, number
+from common.errors import BodyError
+
+STRATEGIES = ("similarity", "majority", "weighted", "first")
+STREAM_MODES = ("progress", "winner", "live")
+ROLES = ("system", "user", "assistant", "tool")
+MAX_CANDIDATES = 64
+MAX_TOKENS = 32768
+
+
+def _messages(m: dict[str, Any]) -> tuple[dict[str, str], ...] | None:
+    raw = field(m, "messages", list, None)
+    if raw is None:
+        return None
+    if not raw:
+        raise BodyError("field 'messages' must not be empty", "messages")
+    out = []
+    for i, msg in enumerate(raw):
+        if not isinstance(msg, dict):
+            raise BodyError(f"field 'messages[{i}]' must be a map", "messages")
+        role = msg.get("role")
+        content = msg.get("content")
+        if role not in ROLES:
+            raise BodyError(f"field 'messages[{i}].role' must be one of {', '.join(ROLES)}", "messages")
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            raise BodyError(f"field 'messages[{i}].content' must be a string", "messages")
+        out.append({"role": role, "content": content})
+    return tuple(out)
+
+
+def _stop(m: dict[str, Any]) -> tuple[str, ...]:
+    raw = field(m, "stop", (str, list), [])
+    items = [raw] if isinstance(raw, str) else raw
+    if not all(isinstance(s, str) and s for s in items):
+        raise BodyError("field 'stop' must be a string or a list of non-empty strings", "stop")
+    return tuple(items)
+
+
+def _prompt_or_messages(m: dict[str, Any]) -> tuple[str | None, tuple[dict[str, str], ...] | None]:
+    messages = _messages(m)
+    prompt = field(m, "prompt", str, None)
+    if (messages is None) == (prompt is None):
+        raise BodyError("exactly one of the fields 'messages' and 'prompt' must be given", "messages")
+    return prompt, messages
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """What every candidate of a job shares: the input and how to sample it."""
+
+    prompt: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
+    max_tokens: int = 256
+    temperature: float = 0.7
+    stop: tuple[str, ...] = ()
+    tools: tuple[Any, ...] | None = None
+
+    @classmethod
+    def from_map(cls, m: dict[str, Any]) -> "Sampling":
+        prompt, messages = _prompt_or_messages(m)
+        tools = field(m, "tools", list, None)
+        return cls(
+            prompt=prompt,
+            messages=messages,
+            max_tokens=number(m, "max_tokens", 1, MAX_TOKENS, 256, integer=True),
+            temperature=number(m, "temperature", 0.0, 2.0, 0.7),
+            stop=_stop(m),
+            tools=tuple(tools) if tools is not None else None,
+        )
+
+    def to_map(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                               "stop": list(self.stop)}
+        if self.prompt is not None:
+            out["prompt"] = self.prompt
+        else:
+            out["messages"] = [dict(x) for x in self.messages or ()]
+        if self.tools is not None:
+            out["tools"] = list(self.tools)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    sampling: Sampling
+    candidates: int = 3
+    strategy: str = "similarity"
+    seed: int | None = None
+    timeout_s: float | None = None
+    model: str | None = None
+    stream: str = "progress"
+
+    @classmethod
+    def from_map(cls, m: dict[str, Any]) -> "GenerateRequest":
+        strategy = field(m, "strategy", str, "similarity")
+        if strategy not in STRATEGIES:
+            raise BodyError(f"field 'strategy' must be one of {', '.join(STRATEGIES)}", "strategy")
+        stream = field(m, "stream", str, "progress")
+        if stream not in STREAM_MODES:
+            raise BodyError(f"field 'stream' must be one of {', '.join(STREAM_MODES)}", "stream")
+        return cls(
+            sampling=Sampling.from_map(m),
+            candidates=number(m, "candidates", 1, MAX_CANDIDATES, 3, integer=True),
+            strategy=strategy,
+            seed=number(m, "seed", 0, 2**31 - 1, None, integer=True),
+            timeout_s=number(m, "timeout_s", 0.001, 86400.0, None),
+            model=field(m, "model", str, None),
+            stream=stream,
+        )
+
+    def to_map(self) -> dict[str, Any]:
+        out = self.sampling.to_map()
+        out.update(candidates=self.candidates, strategy=self.strategy, stream=self.stream)
+        for key in ("seed", "timeout_s", "model"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One candidate of one job, as the broker hands it to a worker slot."""
+
+    job: str
+    cand: int
+    seed: int
+    sampling: Sampling
+
+    @classmethod
+    def from_map(cls, m: dict[str, Any]) -> "Task":
+        return cls(
+            job=field(m, "job", str),
+            cand=number(m, "cand", 0, MAX_CANDIDATES * 2, integer=True),
+            seed=number(m, "seed", 0, 2**32 - 1, integer=True),
+            sampling=Sampling.from_map(m),
+        )
+
+    def to_map(self) -> dict[str, Any]:
+        return {"job": self.job, "cand": self.cand, "seed": self.seed, **self.sampling.to_map()}
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    job: str
+    cand: int
+    seq: int
+    text: str
+
+    @classmethod
+    def from_map(cls, m: dict[str, Any]) -> "Chunk":
+        return cls(field(m, "job", str), field(m, "cand", int), field(m, "seq", int),
+                   field(m, "text", str))
+
+    def to_map(self) -> dict[str, Any]:
+        return {"job": self.job, "cand": self.cand, "seq": self.seq, "text": self.text}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A candidate's end: the whole text with usage and timings, or an error."""
+
+    job: str
+    cand: int
+    text: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, int] = dc_field(default_factory=dict)
+    timings: dict[str, float] = dc_field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def from_map(cls, m: dict[str, Any]) -> "Outcome":
+        return cls(
+            job=field(m, "job", str),
+            cand=field(m, "cand", int),
+            text=field(m, "text", str, ""),
+            finish_reason=field(m, "finish_reason", str, None),
+            usage=field(m, "usage", dict, {}),
+            timings=field(m, "timings", dict, {}),
+            error=field(m, "error", str, None),
+        )
+
+    def to_map(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"job": self.job, "cand": self.cand, "error": self.error}
+        return {"job": self.job, "cand": self.cand, "text": self.text,
+                "finish_reason": self.finish_reason, "usage": dict(self.usage),
+                "timings": dict(self.timings)}

@@ -1,0 +1,78 @@
+"""The worker profile: what a slot says about itself in its READY extension frame."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from common import __version__
+from common.codec import pack, unpack
+from common.errors import BodyError
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerProfile:
+    name: str                    # the peer's display name; metrics are keyed by it
+    node_id: str = ""            # unique per worker process; slots of one node share it
+    host: str = ""
+    backend: str = "unknown"
+    model: str = ""
+    slots: int = 1               # slots this node runs
+    slot: int = 0                # which of them this connection is
+    seed_variation: bool = False  # may take a second candidate of one job
+    cancel: bool = False         # understands the CANCEL extension
+    timeout_s: float | None = None  # the worker's hint for its per-candidate timeout
+    cpu_count: int = 0
+    ram_gb: float = 0.0
+    version: str = __version__
+
+    def to_frame(self) -> bytes:
+        return pack(asdict(self))
+
+    @classmethod
+    def from_frame(cls, frame: bytes | None, fallback_name: str) -> "WorkerProfile":
+        """Decode the READY extension frame; a strict MDP worker sends none."""
+        if frame is None:
+            return cls(name=fallback_name, node_id=fallback_name)
+        m = unpack(frame)
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in m.items():
+            if key in known and value is not None:
+                kwargs[key] = value
+        try:
+            profile = cls(**{"name": fallback_name, **kwargs})
+        except TypeError as e:
+            raise BodyError(f"worker profile is malformed: {e}") from e
+        _check_types(profile)
+        return profile if profile.node_id else _with(profile, node_id=profile.name)
+
+    def to_map(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _with(profile: WorkerProfile, **changes: Any) -> WorkerProfile:
+    return WorkerProfile(**{**asdict(profile), **changes})
+
+
+def _check_types(p: WorkerProfile) -> None:
+    for name, kind in (("name", str), ("node_id", str), ("host", str), ("backend", str),
+                       ("model", str), ("version", str)):
+        if not isinstance(getattr(p, name), kind):
+            raise BodyError(f"profile field '{name}' must be a string", name)
+    for name in ("slots", "slot", "cpu_count"):
+        value = getattr(p, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise BodyError(f"profile field '{name}' must be a non-negative integer", name)
+    for name in ("seed_variation", "cancel"):
+        if not isinstance(getattr(p, name), bool):
+            raise BodyError(f"profile field '{name}' must be a boolean", name)
+    if p.timeout_s is not None and (not isinstance(p.timeout_s, (int, float)) or p.timeout_s <= 0):
+        raise BodyError("profile field 'timeout_s' must be a positive number", "timeout_s")
+    if not p.name:
+        raise BodyError("profile field 'name' must not be empty", "name")
+
+
+def default_name() -> str:
+    return socket.gethostname() or "worker"
