@@ -78,8 +78,10 @@ class GenerateService:
                     idle.remove(slot)
                     self._start(job, cand, slot, now)
                 elif not scheduler.placeable(serving, job.slots_used, cand.tried):
-                    self._fail(job, cand, "no live worker slot can take this candidate", now,
-                               retry=False)
+                    error = "no live worker slot can take this candidate"
+                    if cand.error:  # it failed before: that is the news, not the lack of a retry
+                        error = f"{cand.error} (no other slot could retry it)"
+                    self._fail(job, cand, error, now, retry=False)
             self._maybe_finish(job)
 
     def _start(self, job: Job, cand: Candidate, slot: Slot, now: float) -> None:
@@ -165,11 +167,12 @@ class GenerateService:
         log.info("job %s cand %d failed: %s", job.id, cand.index, error)
         if cand.slot is not None:
             cand.tried.add(cand.slot)
+        cand.error = error
         if retry and cand.attempts < MAX_ATTEMPTS and job.deadline - now > 0:
             self._event(job, cand, "retry", error)
             cand.restart()
             return
-        cand.state, cand.error, cand.ended_at = FAILED, error, now
+        cand.state, cand.ended_at = FAILED, now
         self._event(job, cand, "failed", error)
 
     def tick(self, now: float) -> None:

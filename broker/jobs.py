@@ -51,10 +51,11 @@ class Candidate:
         return self.state in (DONE, FAILED)
 
     def restart(self) -> None:
-        """Back to pending for one more try elsewhere; what the last try streamed is dropped."""
+        """Back to pending for one more try elsewhere; what the last try streamed is dropped,
+        its error is kept so a final failure can still say what went wrong first."""
         self.state, self.slot, self.peer = PENDING, None, None
         self.started_at = self.first_token_at = self.ended_at = None
-        self.tokens, self.parts, self.error = 0, [], None
+        self.tokens, self.parts = 0, []
 
     def to_map(self) -> dict[str, Any]:
         usage = self.outcome.usage if self.outcome else {}
@@ -64,7 +65,7 @@ class Candidate:
             "seed": self.seed,
             "ok": self.state == DONE,
             "text": self.text if self.state == DONE else "",
-            "error": self.error,
+            "error": self.error if self.state == FAILED else None,
             "finish_reason": self.outcome.finish_reason if self.outcome else None,
             "latency_s": self.latency_s,
             "ttft_s": self.ttft_s,

@@ -32,7 +32,9 @@ class Verdict:
 
 
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
-_OPTION = re.compile(r"(?:answer(?: is)?|option)\s*[:=]?\s*\(?([A-E])\)?\b", re.IGNORECASE)
+# "answer: b", "answer (c)" and "answer is C" are options; "the answer is a ..." is not
+_OPTION = re.compile(r"(?i:answer(?: is)?|option)\s*"
+                     r"(?:[:=]\s*\(?([A-Ea-e])\)?|\(([A-Ea-e])\)|([A-E]))(?!\w)")
 _SPACE = re.compile(r"\s+")
 
 
@@ -42,9 +44,9 @@ def normalise(text: str) -> str:
 
 def answer_key(text: str) -> str:
     """What majority compares: an explicit option, else the final number, else the text."""
-    option = _OPTION.findall(text)
-    if option:
-        return f"option:{option[-1].upper()}"
+    options = _OPTION.findall(text)
+    if options:
+        return f"option:{''.join(options[-1]).upper()}"
     numbers = _NUMBER.findall(text)
     if numbers:
         return "number:" + numbers[-1].replace(",", "")
@@ -96,7 +98,7 @@ def weighted(answers: list[Answer]) -> Verdict:
 
 
 def first(answers: list[Answer]) -> Verdict:
-    fastest = min(answers, key=lambda a: (a.latency_s, a.cand))
+    fastest = min(answers, key=lambda a: (a.latency_s, -a.reliability, a.cand))
     scores = {a.cand: 1.0 if a.cand == fastest.cand else 0.0 for a in answers}
     return Verdict(fastest.cand, scores, "first")
 

@@ -68,8 +68,13 @@ def _check_types(p: WorkerProfile) -> None:
     for name in ("seed_variation", "cancel"):
         if not isinstance(getattr(p, name), bool):
             raise BodyError(f"profile field '{name}' must be a boolean", name)
-    if p.timeout_s is not None and (not isinstance(p.timeout_s, (int, float)) or p.timeout_s <= 0):
-        raise BodyError("profile field 'timeout_s' must be a positive number", "timeout_s")
+    for name in ("timeout_s", "ram_gb"):
+        value = getattr(p, name)
+        if value is None and name == "timeout_s":
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 \
+                or (name == "timeout_s" and value == 0):
+            raise BodyError(f"profile field '{name}' must be a positive number", name)
     if not p.name:
         raise BodyError("profile field 'name' must not be empty", "name")
 
