@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import click
@@ -10,6 +9,7 @@ import click
 from broker.server import Broker, BrokerConfig
 from common import frames as F
 from common import logs
+from common.runner import run_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,5 @@ def main(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s, peer_tim
         broker.bind()
     except Exception as e:  # zmq raises ZMQError for a busy port or a bad endpoint
         raise click.ClickException(f"cannot bind {bind}: {e}") from e
-    try:
-        asyncio.run(broker.run())
-    except KeyboardInterrupt:
-        log.info("broker stopped")
+    run_until_signalled(broker.run())
+    log.info("broker stopped")

@@ -186,6 +186,7 @@ class Broker:
             self.outbox.send(identity, delimited, Disconnect())
             raise ProtocolError(f"bad READY profile: {e}") from e
         self.registry.add(identity, msg.service, profile, delimited, now)
+        self.metrics.peer(profile.name)  # known from now on, also once it is gone
         log.info("worker %s slot %d ready for '%s' (%s, %s)", profile.name, profile.slot,
                  msg.service.decode(), profile.backend, profile.model)
         self._dispatch(now)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 
@@ -12,6 +11,7 @@ from common import frames as F
 from common import logs
 from common.errors import SwarmError
 from common.profile import default_name
+from common.runner import run_until_signalled
 from worker.backend import LlamaCppBackend
 from worker.model_files import resolve_model
 from worker.node import WorkerNode, node_profile
@@ -59,7 +59,5 @@ def main(broker, name, model_path, instances, seed_variation, n_ctx, threads, gp
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
                            reconnect_min_s=reconnect_s,
                            reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S))
-    try:
-        asyncio.run(WorkerNode(config, profile, backends).run())
-    except KeyboardInterrupt:
-        log.info("worker stopped")
+    run_until_signalled(WorkerNode(config, profile, backends).run())
+    log.info("worker stopped")

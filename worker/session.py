@@ -9,6 +9,7 @@ ends the connection; the session reconnects with back-off doubling up to `reconn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -28,6 +29,8 @@ from common.profile import WorkerProfile
 from worker.backend import Backend
 
 log = logging.getLogger(__name__)
+
+GOODBYE_LINGER_MS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +115,19 @@ class WorkerSession:
                 if now >= next_beat:
                     await sock.send_multipart(Heartbeat().to_frames())
                     next_beat = now + self.config.heartbeat_s
+        except asyncio.CancelledError:
+            # stopping: say goodbye so the broker re-dispatches now, not after liveness runs out
+            with contextlib.suppress(zmq.ZMQError):
+                sock.send_multipart(Disconnect().to_frames(), zmq.NOBLOCK)
+            sock.setsockopt(zmq.LINGER, GOODBYE_LINGER_MS)
+            raise
         finally:
             if work is not None:
                 work.cancelled.set()
             for fut in (recv, got):
                 if fut is not None:
                     fut.cancel()
-            sock.close(linger=0)
+            sock.close()
 
     async def _send(self, sock, client: bytes, out: Chunk | Outcome, final: bool) -> None:
         reply = WorkerReply(client, (pack(out.to_map()),), final)

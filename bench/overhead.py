@@ -1,0 +1,111 @@
+"""Swarm overhead: N tokens from the model called directly vs through client -> broker -> worker.
+
+Both paths use the same model file, prompt, seed and token count, and run alternately in
+one process run (these machines are noisy), so the printed ratio compares like with like.
+The broker and worker are real subprocesses on loopback. Goal: ratio <= 1.05.
+
+    .venv/bin/python bench/overhead.py [--tokens 128] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from client.client import SwarmClient  # noqa: E402
+from common.bodies import GenerateRequest, Sampling, Task  # noqa: E402
+from worker.backend import LlamaCppBackend  # noqa: E402
+from worker.model_files import bundled_model  # noqa: E402
+
+PROMPT = "Once upon a time, in a small village by the sea, there lived"
+SEED = 1234
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def direct(backend: LlamaCppBackend, sampling: Sampling) -> tuple[float, str, int]:
+    start = time.perf_counter()
+    out = backend.generate(Task("bench", 0, SEED, sampling), lambda _: None, threading.Event())
+    return time.perf_counter() - start, out.text, out.usage["completion_tokens"]
+
+
+async def through_swarm(client: SwarmClient, sampling: Sampling) -> tuple[float, str, int]:
+    request = GenerateRequest(sampling, candidates=1, seed=SEED, timeout_s=120)
+    start = time.perf_counter()
+    result = await client.generate(request, 120, on_event=lambda _: None)
+    elapsed = time.perf_counter() - start
+    cand = result["candidates"][0]
+    return elapsed, result["winner"]["text"], cand["tokens"]
+
+
+def wait_ready(client: SwarmClient, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if any(p["live"] for p in asyncio.run(client.status(2))["peers"]):
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the benchmark worker never registered")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    model = bundled_model()
+    sampling = Sampling(prompt=PROMPT, max_tokens=args.tokens, temperature=0.8)
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen([str(BIN / "swarm-broker"), "--bind", endpoint], env=env,
+                              stderr=subprocess.DEVNULL),
+             subprocess.Popen([str(BIN / "swarm-worker"), "--broker", endpoint, "--name", "bench",
+                               "--model", str(model)], env=env, stderr=subprocess.DEVNULL)]
+    try:
+        backend = LlamaCppBackend(model)
+        client = SwarmClient(endpoint)
+        wait_ready(client)
+        direct(backend, sampling)  # warm both paths once
+        asyncio.run(through_swarm(client, sampling))
+        d_times, s_times = [], []
+        for r in range(args.rounds):
+            d, d_text, d_tok = direct(backend, sampling)
+            s, s_text, s_tok = asyncio.run(through_swarm(client, sampling))
+            if d_text != s_text:
+                raise SystemExit("the two paths generated different text for the same seed")
+            d_times.append(d)
+            s_times.append(s)
+            print(f"round {r}: {d_tok} tokens  direct {d:.3f} s  swarm {s:.3f} s  "
+                  f"ratio {s / d:.3f}")
+        dm, sm = statistics.median(d_times), statistics.median(s_times)
+        print(f"median over {args.rounds} rounds, {d_tok} tokens: direct {dm:.3f} s "
+              f"({d_tok / dm:.1f} tok/s), swarm {sm:.3f} s ({s_tok / sm:.1f} tok/s)")
+        print(f"overhead ratio swarm/direct: {sm / dm:.3f} (goal <= 1.05)")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait(10)
+
+
+if __name__ == "__main__":
+    main()

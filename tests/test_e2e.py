@@ -1,0 +1,196 @@
+"""End to end on the real bundled model: broker and workers as real subprocesses on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from client.client import SwarmClient
+from common import frames as F
+from common.bodies import GenerateRequest, Sampling
+from common.errors import RequestFailed
+from tests.conftest import ask, free_port, run, wait_for_peers
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture
+def swarm(procs, model_path):
+    """A broker and two single-slot workers, w1 and w2."""
+    port = free_port()
+    procs.broker(port, "--timeout-s", "30")
+    procs.worker(port, "w1", "--model", str(model_path))
+    procs.worker(port, "w2", "--model", str(model_path))
+    wait_for_peers(port, {"w1", "w2"})
+    return port
+
+
+def test_three_candidates_from_two_peers_and_a_winner(swarm):
+    r = ask("--broker", f"tcp://127.0.0.1:{swarm}", "--json", "--candidates", "3",
+            "--max-tokens", "16", "--seed", "3", "What is the capital of France?")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    cands = out["candidates"]
+    assert len(cands) == 3 and all(c["ok"] for c in cands)
+    assert {c["peer"] for c in cands} == {"w1", "w2"}
+    assert all(c["tokens"] > 0 and c["latency_s"] > 0 for c in cands)
+    assert out["winner"]["text"] in [c["text"] for c in cands]
+    assert out["winner"]["peer"] == cands[out["winner"]["candidate"]]["peer"]
+    assert out["strategy"] == "similarity" and set(out["votes"]) == {"0", "1", "2"}
+
+    # the same peers now show in --peers with what they did
+    r = ask("--broker", f"tcp://127.0.0.1:{swarm}", "--peers", "--json")
+    peers = {p["name"]: p for p in json.loads(r.stdout)}
+    assert sum(p["metrics"]["successes"] for p in peers.values()) == 3
+    assert sum(p["metrics"]["wins"] for p in peers.values()) == 1
+    assert peers["w1"]["profile"]["backend"] == "llama.cpp"
+    assert peers["w1"]["profile"]["model"].startswith("gemma-3-270m")
+
+
+def test_human_output_shows_progress_then_the_winner(swarm):
+    r = ask("--broker", f"tcp://127.0.0.1:{swarm}", "--candidates", "2", "--max-tokens", "12",
+            "--temperature", "0", "What is the capital of France?")
+    assert r.returncode == 0, r.stderr
+    assert "candidate 0 on w" in r.stderr and "done" in r.stderr
+    assert "winner: candidate" in r.stderr
+    assert "Paris" in r.stdout  # greedy decoding of the bundled model says Paris
+
+
+def test_same_seed_same_answer_raw_prompt(swarm):
+    args = ("--broker", f"tcp://127.0.0.1:{swarm}", "--json", "--candidates", "2", "--raw",
+            "--max-tokens", "12", "--seed", "11", "--stop", "\n", "Once upon a time")
+    first, second = json.loads(ask(*args).stdout), json.loads(ask(*args).stdout)
+    assert [c["text"] for c in first["candidates"]] == [c["text"] for c in second["candidates"]]
+    assert all("\n" not in c["text"] for c in first["candidates"])
+
+
+def test_worker_killed_mid_job_still_ends_in_one_final(procs, model_path):
+    port = free_port()
+    procs.broker(port, "--timeout-s", "20")
+    victim = procs.worker(port, "victim", "--model", str(model_path))
+    procs.worker(port, "survivor", "--model", str(model_path))
+    wait_for_peers(port, {"victim", "survivor"})
+
+    killed_at: list[float] = []
+    events: list[str] = []
+
+    def on_event(event):
+        events.append(event["event"])
+        if event["event"] == "token" and event["peer"] == "victim" and not killed_at:
+            victim.send_signal(signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+    request = GenerateRequest(Sampling(prompt="Once upon a time", max_tokens=200, temperature=0.8),
+                              candidates=2, seed=5, timeout_s=20.0, stream="progress")
+    start = time.monotonic()
+    result = run(SwarmClient(f"tcp://127.0.0.1:{port}").generate(request, 20.0, on_event), 40.0)
+    assert killed_at, "the victim never streamed a token"
+    assert time.monotonic() - start < 20.0 + 1.0
+    # the victim's candidate was re-dispatched once to the survivor (seed variation) and finished
+    cands = result["candidates"]
+    assert [c["peer"] for c in cands] == ["survivor", "survivor"]
+    assert all(c["ok"] for c in cands)
+    assert sorted(c["attempts"] for c in cands) == [1, 2]
+    assert "retry" in events
+    status = run(SwarmClient(f"tcp://127.0.0.1:{port}").status())
+    victim_metrics = next(p for p in status["peers"] if p["name"] == "victim")["metrics"]
+    assert victim_metrics["failures"] == 1 and "went silent" in victim_metrics["last_error"]
+
+
+def test_garbage_frames_do_not_stop_the_broker_process(swarm):
+    async def vandalise():
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(f"tcp://127.0.0.1:{swarm}")
+        for frames in ([b"\x00" * 64], [F.WORKER, b"\x04", b"who?"], [F.CLIENT, F.C_FINAL, b"x"],
+                       [F.WORKER, F.W_READY, b"generate", b"\x93not-a-profile"], [b""] * 100):
+            await sock.send_multipart(frames)
+        await asyncio.sleep(0.2)
+        sock.close()
+        ctx.term()
+    run(vandalise())
+    r = ask("--broker", f"tcp://127.0.0.1:{swarm}", "--json", "--candidates", "2",
+            "--max-tokens", "8", "Say hello.")
+    assert r.returncode == 0, r.stderr
+    assert all(c["ok"] for c in json.loads(r.stdout)["candidates"])
+
+
+def test_workers_reconnect_after_the_broker_restarts(procs, model_path):
+    port = free_port()
+    broker = procs.broker(port)
+    procs.worker(port, "w1", "--model", str(model_path))
+    wait_for_peers(port, {"w1"})
+    broker.send_signal(signal.SIGKILL)
+    broker.wait()
+    procs.broker(port)
+    wait_for_peers(port, {"w1"}, timeout_s=20)
+    r = ask("--broker", f"tcp://127.0.0.1:{port}", "--json", "--candidates", "1",
+            "--max-tokens", "8", "Say hello.")
+    assert r.returncode == 0, r.stderr
+
+
+def test_no_live_worker_is_a_clear_error(procs):
+    port = free_port()
+    procs.broker(port)
+    time.sleep(0.3)
+    r = ask("--broker", f"tcp://127.0.0.1:{port}", "--timeout-s", "5", "Hello?")
+    assert r.returncode == 1
+    assert "no live worker serves 'generate'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unreachable_broker_is_one_sentence_within_the_timeout():
+    port = free_port()
+    start = time.monotonic()
+    r = ask("--broker", f"tcp://127.0.0.1:{port}", "--timeout-s", "1", "Hello?")
+    assert r.returncode == 1
+    assert time.monotonic() - start < 15
+    assert "did not answer" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_empty_question_is_refused():
+    r = ask("--broker", "tcp://127.0.0.1:1", input="   \n")
+    assert r.returncode == 2
+    assert "no question given" in r.stderr
+
+
+def test_local_runs_a_whole_swarm_in_one_process():
+    r = ask("--local", "--json", "--candidates", "2", "--max-tokens", "8", "Say hello.",
+            timeout_s=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [c["ok"] for c in out["candidates"]] == [True, True]
+    assert out["winner"]["peer"] == "local"
+
+
+def test_client_reports_a_timed_out_job(procs, model_path):
+    port = free_port()
+    procs.broker(port, "--timeout-s", "30")
+    procs.worker(port, "slow", "--model", str(model_path))
+    wait_for_peers(port, {"slow"})
+    request = GenerateRequest(Sampling(prompt="Once upon a time", max_tokens=2000), candidates=1,
+                              seed=1, timeout_s=0.5)
+    with pytest.raises(RequestFailed, match="deadline|timed out"):
+        run(SwarmClient(f"tcp://127.0.0.1:{port}").generate(request, 0.5), 20.0)
+
+
+def test_a_stopped_worker_says_goodbye(procs, model_path):
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    procs.start("swarm-broker", "--bind", endpoint, "--heartbeat-s", "5", name="broker")
+    worker = procs.start("swarm-worker", "--broker", endpoint, "--name", "w1", "--heartbeat-s", "5",
+                         "--model", str(model_path), name="w1")
+    wait_for_peers(port, {"w1"})
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    # silence alone would take 3 x 5 s to notice; the worker's DISCONNECT makes it immediate
+    r = ask("--broker", endpoint, "--peers", "--json")
+    assert [p["live"] for p in json.loads(r.stdout) if p["name"] == "w1"] == [False]
