@@ -26,21 +26,36 @@ class SwarmClient:
         self.ctx = ctx or zmq.asyncio.Context.instance()
 
     async def request(self, service: bytes, body: tuple[bytes, ...], timeout_s: float,
-                      on_partial: Callable[[tuple[bytes, ...]], None] | None = None) -> tuple[bytes, ...]:
-        """Send one REQUEST and return the FINAL body; PARTIAL bodies go to on_partial."""
+                      on_partial: Callable[[tuple[bytes, ...]], None] | None = None,
+                      grace_s: float = 0.0) -> tuple[bytes, ...]:
+        """Send one REQUEST and return the FINAL body; PARTIAL bodies go to on_partial.
+
+        A broker we cannot reach fails the request after timeout_s; one we reached gets
+        grace_s more for its FINAL (a job's FINAL comes at its deadline, by design).
+        """
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        poller = zmq.asyncio.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         sock.connect(self.broker)
-        deadline = time.monotonic() + timeout_s
-        heard = False
+        start = time.monotonic()
+        connected = False
         try:
             await sock.send_multipart(ClientRequest(service, body).to_frames())
             while True:
+                deadline = start + timeout_s + (grace_s if connected else 0.0)
                 left_ms = int((deadline - time.monotonic()) * 1000)
-                if left_ms <= 0 or not await sock.poll(left_ms, zmq.POLLIN):
-                    raise RequestFailed(self._silence(heard, timeout_s))
+                events = dict(await poller.poll(left_ms)) if left_ms > 0 else {}
+                if not events:
+                    raise RequestFailed(self._silence(connected, timeout_s))
+                if monitor in events:
+                    await monitor.recv_multipart()
+                    connected = True
+                if sock not in events:
+                    continue
                 reply = _reply(await sock.recv_multipart())
-                heard = True
                 if reply is None or reply.service != service:
                     continue
                 if reply.final:
@@ -48,12 +63,14 @@ class SwarmClient:
                 if on_partial is not None:
                     on_partial(reply.body)
         finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
             sock.close(linger=0)
 
-    def _silence(self, heard: bool, timeout_s: float) -> str:
-        if heard:
+    def _silence(self, connected: bool, timeout_s: float) -> str:
+        if connected:
             return f"the broker at {self.broker} sent no final answer within {timeout_s:g} s"
-        return (f"the broker at {self.broker} did not answer within {timeout_s:g} s "
+        return (f"the broker at {self.broker} could not be reached within {timeout_s:g} s "
                 "(is swarm-broker running there?)")
 
     async def call(self, service: bytes, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -70,9 +87,10 @@ class SwarmClient:
                 except ProtocolError:
                     pass  # a malformed progress event is not worth failing the answer for
 
-        wait_s = (request.timeout_s or timeout_s) + REPLY_GRACE_S
+        wait_s = request.timeout_s or timeout_s
         body = (pack(request.to_map()),)
-        return _map(await self.request(F.SERVICE_GENERATE, body, wait_s, partial), check=True)
+        final = await self.request(F.SERVICE_GENERATE, body, wait_s, partial, REPLY_GRACE_S)
+        return _map(final, check=True)
 
     async def status(self, timeout_s: float = 5.0) -> dict[str, Any]:
         return await self.call(F.SERVICE_STATUS, {}, timeout_s)

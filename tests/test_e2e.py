@@ -151,8 +151,8 @@ def test_unreachable_broker_is_one_sentence_within_the_timeout():
     start = time.monotonic()
     r = ask("--broker", f"tcp://127.0.0.1:{port}", "--timeout-s", "1", "Hello?")
     assert r.returncode == 1
-    assert time.monotonic() - start < 15
-    assert "did not answer" in r.stderr and "Traceback" not in r.stderr
+    assert time.monotonic() - start < 5
+    assert "could not be reached within 1 s" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
