@@ -14,8 +14,22 @@ from common import frames as F
 from common.errors import ProtocolError
 
 
+class _Framed:
+    """Gives each command `from_frames`, the inverse of its `to_frames`."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_frames(cls, frames: list[bytes]):
+        """Parse frames (after any ROUTER identity) that must hold this command."""
+        _, message = decode(frames)
+        if not isinstance(message, cls):
+            raise ProtocolError(f"expected {cls.__name__}, got {type(message).__name__}")
+        return message
+
+
 @dataclass(frozen=True, slots=True)
-class ClientRequest:
+class ClientRequest(_Framed):
     service: bytes
     body: tuple[bytes, ...]
 
@@ -24,7 +38,7 @@ class ClientRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class ClientReply:
+class ClientReply(_Framed):
     service: bytes
     body: tuple[bytes, ...]
     final: bool
@@ -35,7 +49,7 @@ class ClientReply:
 
 
 @dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(_Framed):
     service: bytes
     profile: bytes | None = None  # extension frame: msgpack WorkerProfile
 
@@ -45,7 +59,7 @@ class Ready:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerRequest:
+class WorkerRequest(_Framed):
     client: bytes
     body: tuple[bytes, ...]
 
@@ -54,7 +68,7 @@ class WorkerRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerReply:
+class WorkerReply(_Framed):
     client: bytes
     body: tuple[bytes, ...]
     final: bool
@@ -65,19 +79,19 @@ class WorkerReply:
 
 
 @dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(_Framed):
     def to_frames(self) -> list[bytes]:
         return [F.WORKER, F.W_HEARTBEAT]
 
 
 @dataclass(frozen=True, slots=True)
-class Disconnect:
+class Disconnect(_Framed):
     def to_frames(self) -> list[bytes]:
         return [F.WORKER, F.W_DISCONNECT]
 
 
 @dataclass(frozen=True, slots=True)
-class Cancel:
+class Cancel(_Framed):
     client: bytes
 
     def to_frames(self) -> list[bytes]:

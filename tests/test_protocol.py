@@ -314,3 +314,13 @@ def test_profile_frame_that_is_not_a_map_raises_body_error():
 def test_profile_rejects_unchecked_ill_typed_numbers(m):
     with pytest.raises(BodyError):
         WorkerProfile.from_frame(pack(m), "fb")
+
+
+def test_from_frames_is_the_inverse_of_to_frames_and_checks_the_kind():
+    from common.messages import Cancel, ClientRequest, Ready, WorkerReply
+    for msg in (ClientRequest(b"generate", (b"x",)), Ready(b"generate", b"p"),
+                WorkerReply(b"client", (b"body",), final=True), Cancel(b"client")):
+        assert type(msg).from_frames(msg.to_frames()) == msg
+        assert type(msg).from_frames([b"", *msg.to_frames()]) == msg
+    with pytest.raises(ProtocolError, match="expected Ready, got Cancel"):
+        Ready.from_frames(Cancel(b"c").to_frames())

@@ -29,6 +29,26 @@ class Backend(Protocol):
     def generate(self, task: Task, emit: Emit, cancelled: threading.Event) -> Outcome: ...
 
 
+_llama_log_callback = None  # kept referenced: llama.cpp holds a raw pointer to it
+
+
+def _quiet_llama_cpp() -> None:
+    """Send llama.cpp's own C-level log lines to our logger at debug, not straight to stderr."""
+    global _llama_log_callback
+    if _llama_log_callback is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+    _llama_log_callback = callback
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
 class LlamaCppBackend:
     """llama.cpp through llama-cpp-python: one model instance, one slot."""
 
@@ -40,6 +60,7 @@ class LlamaCppBackend:
             from llama_cpp import Llama
         except ImportError as e:
             raise ModelError("llama-cpp-python is not installed") from e
+        _quiet_llama_cpp()
         try:
             self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads,
                              n_gpu_layers=n_gpu_layers, verbose=False)
