@@ -14,6 +14,7 @@ from client.local import local_swarm
 from client.render import Progress, json_result, peers_table, summary
 from common import frames as F
 from common import logs
+from common.endpoints import click_connect
 from common.bodies import STRATEGIES, GenerateRequest, Sampling
 from common.errors import SwarmError
 from worker.model_files import resolve_model
@@ -31,7 +32,7 @@ def _question(question: str | None) -> str:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("question", required=False)
 @click.option("--broker", default=F.DEFAULT_BROKER_CONNECT, show_default=True,
-              help="Broker endpoint.")
+              callback=click_connect, help="Broker endpoint.")
 @click.option("--candidates", "-n", type=click.IntRange(1, 64), default=3, show_default=True)
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="similarity", show_default=True)
 @click.option("--max-tokens", type=click.IntRange(1, 32768), default=128, show_default=True)

@@ -39,7 +39,13 @@ class SwarmClient:
         poller = zmq.asyncio.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
-        sock.connect(self.broker)
+        try:
+            sock.connect(self.broker)
+        except zmq.ZMQError as e:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            sock.close(linger=0)
+            raise RequestFailed(f"cannot connect to the broker at '{self.broker}': {e}") from e
         start = time.monotonic()
         connected = False
         try:

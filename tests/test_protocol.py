@@ -324,3 +324,19 @@ def test_from_frames_is_the_inverse_of_to_frames_and_checks_the_kind():
         assert type(msg).from_frames([b"", *msg.to_frames()]) == msg
     with pytest.raises(ProtocolError, match="expected Ready, got Cancel"):
         Ready.from_frames(Cancel(b"c").to_frames())
+
+
+@pytest.mark.parametrize("endpoint,bind,ok", [
+    ("tcp://127.0.0.1:7555", False, True), ("tcp://gpu-box.local:7555", False, True),
+    ("tcp://[::1]:7555", False, True), ("tcp://*:7555", True, True), ("tcp://127.0.0.1:*", True, True),
+    ("tcp://*:7555", False, False), ("nonsense", False, False), ("tcp://host", False, False),
+    ("tcp://host:99999", False, False), ("ipc:///tmp/swarm.sock", False, True),
+])
+def test_endpoint_check(endpoint, bind, ok):
+    from common.endpoints import check
+    from common.errors import ConfigError
+    if ok:
+        assert check(endpoint, bind) == endpoint
+    else:
+        with pytest.raises(ConfigError, match="endpoint|port|host"):
+            check(endpoint, bind)

@@ -9,6 +9,7 @@ import click
 
 from common import frames as F
 from common import logs
+from common.endpoints import click_connect
 from common.errors import SwarmError
 from common.profile import default_name
 from common.runner import run_until_signalled
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--broker", default=F.DEFAULT_BROKER_CONNECT, show_default=True,
-              help="Broker endpoint.")
+              callback=click_connect, help="Broker endpoint.")
 @click.option("--name", default=None, help="Peer name shown in metrics [default: host name].")
 @click.option("--model", "model_path", default=None, metavar="PATH",
               help="GGUF model file [default: the bundled Gemma 3 270M].")

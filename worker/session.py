@@ -117,8 +117,8 @@ class WorkerSession:
                     next_beat = now + self.config.heartbeat_s
         except asyncio.CancelledError:
             # stopping: say goodbye so the broker re-dispatches now, not after liveness runs out
-            with contextlib.suppress(zmq.ZMQError):
-                sock.send_multipart(Disconnect().to_frames(), zmq.NOBLOCK)
+            with contextlib.suppress(zmq.ZMQError):  # a plain, synchronous send: no future left behind
+                zmq.Socket.send_multipart(sock, Disconnect().to_frames(), zmq.NOBLOCK)
             sock.setsockopt(zmq.LINGER, GOODBYE_LINGER_MS)
             raise
         finally:
