@@ -194,3 +194,20 @@ def test_a_stopped_worker_says_goodbye(procs, model_path):
     # silence alone would take 3 x 5 s to notice; the worker's DISCONNECT makes it immediate
     r = ask("--broker", endpoint, "--peers", "--json")
     assert [p["live"] for p in json.loads(r.stdout) if p["name"] == "w1"] == [False]
+
+
+def test_two_instances_are_two_slots_and_model_errors_are_reported(procs, model_path):
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    procs.broker(port)
+    procs.worker(port, "small", "--model", str(model_path), "--instances", "2", "--n-ctx", "256")
+    (peer,) = wait_for_peers(port, {"small"})
+    assert peer["slots"] == 2 and peer["profile"]["slots"] == 2
+    r = ask("--broker", endpoint, "--json", "--candidates", "2", "--max-tokens", "8", "Say hi.")
+    assert r.returncode == 0, r.stderr
+    # a prompt longer than the context window: each slot says why, the client gets one sentence
+    r = ask("--broker", endpoint, "--raw", "--candidates", "1", "--max-tokens", "8",
+            "word " * 600)
+    assert r.returncode == 1
+    assert "candidates failed" in r.stderr and "context window" in r.stderr
+    assert "Traceback" not in r.stderr
