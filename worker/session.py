@@ -50,6 +50,35 @@ class _Work:
     cancelled: threading.Event
 
 
+class _Link:
+    """One connection's liveness arithmetic and the request in flight on it."""
+
+    def __init__(self, heartbeat_s: float, liveness: int):
+        self.heartbeat_s = heartbeat_s
+        self.expiry_s = heartbeat_s * liveness
+        self.queue: asyncio.Queue = asyncio.Queue()  # (work, Chunk | Outcome, final) from the thread
+        self.work: _Work | None = None
+        self.heard = False
+        now = time.monotonic()
+        self.expires_at, self.next_beat = now + self.expiry_s, now + heartbeat_s
+
+    def wait_s(self) -> float:
+        return max(0.0, min(self.next_beat, self.expires_at) - time.monotonic())
+
+    def heard_now(self) -> None:
+        self.heard = True
+        self.expires_at = time.monotonic() + self.expiry_s
+
+    def sent_now(self) -> None:
+        self.next_beat = time.monotonic() + self.heartbeat_s
+
+    def broker_silent(self) -> bool:
+        return time.monotonic() >= self.expires_at
+
+    def beat_due(self) -> bool:
+        return time.monotonic() >= self.next_beat
+
+
 class WorkerSession:
     def __init__(self, ctx: zmq.asyncio.Context, config: SessionConfig, profile: WorkerProfile,
                  backend: Backend):
@@ -77,44 +106,29 @@ class WorkerSession:
         sock.setsockopt(zmq.MAXMSGSIZE, F.MAX_MESSAGE_BYTES)
         sock.connect(self.config.broker)
         self.connections += 1
-        queue: asyncio.Queue = asyncio.Queue()
-        work: _Work | None = None
-        heard = False
+        link = _Link(self.config.heartbeat_s, self.config.liveness)
         recv = got = None
-        expiry_s = self.config.heartbeat_s * self.config.liveness
         try:
             await sock.send_multipart(Ready(self.config.service, self.profile.to_frame()).to_frames())
-            now = time.monotonic()
-            expires_at, next_beat = now + expiry_s, now + self.config.heartbeat_s
             recv = asyncio.ensure_future(sock.recv_multipart())
-            got = asyncio.ensure_future(queue.get())
+            got = asyncio.ensure_future(link.queue.get())
             while True:
-                timeout = max(0.0, min(next_beat, expires_at) - time.monotonic())
-                await asyncio.wait({recv, got}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({recv, got}, timeout=link.wait_s(),
+                                   return_when=asyncio.FIRST_COMPLETED)
                 if recv.done():
-                    frames = recv.result()
-                    recv = asyncio.ensure_future(sock.recv_multipart())
-                    heard = True
-                    expires_at = time.monotonic() + expiry_s
-                    work, stop = self._on_broker(frames, work, queue)
-                    if stop:
-                        return heard
+                    frames, recv = recv.result(), asyncio.ensure_future(sock.recv_multipart())
+                    link.heard_now()
+                    if self._on_broker(frames, link):
+                        return link.heard
                 if got.done():
-                    owner, out, final = got.result()
-                    got = asyncio.ensure_future(queue.get())
-                    if owner is work:  # pieces of an abandoned request are dropped
-                        await self._send(sock, work.client, out, final)
-                        next_beat = time.monotonic() + self.config.heartbeat_s  # a reply is a beat
-                        if final:
-                            work = None
-                            self.served += 1
-                now = time.monotonic()
-                if now >= expires_at:
-                    log.warning("slot %d: broker silent for %g s", self.profile.slot, expiry_s)
-                    return heard
-                if now >= next_beat:
+                    item, got = got.result(), asyncio.ensure_future(link.queue.get())
+                    await self._forward(sock, link, *item)
+                if link.broker_silent():
+                    log.warning("slot %d: broker silent for %g s", self.profile.slot, link.expiry_s)
+                    return link.heard
+                if link.beat_due():
                     await sock.send_multipart(Heartbeat().to_frames())
-                    next_beat = now + self.config.heartbeat_s
+                    link.sent_now()
         except asyncio.CancelledError:
             # stopping: say goodbye so the broker re-dispatches now, not after liveness runs out
             with contextlib.suppress(zmq.ZMQError):  # a plain, synchronous send: no future left behind
@@ -122,41 +136,47 @@ class WorkerSession:
             sock.setsockopt(zmq.LINGER, GOODBYE_LINGER_MS)
             raise
         finally:
-            if work is not None:
-                work.cancelled.set()
+            if link.work is not None:
+                link.work.cancelled.set()
             for fut in (recv, got):
                 if fut is not None:
                     fut.cancel()
             sock.close()
 
-    async def _send(self, sock, client: bytes, out: Chunk | Outcome, final: bool) -> None:
-        reply = WorkerReply(client, (pack(out.to_map()),), final)
+    async def _forward(self, sock, link: "_Link", owner: _Work, out: Chunk | Outcome,
+                       final: bool) -> None:
+        """Send a generated piece or outcome; pieces of an abandoned request are dropped."""
+        if owner is not link.work:
+            return
+        reply = WorkerReply(owner.client, (pack(out.to_map()),), final)
         await sock.send_multipart(reply.to_frames())
+        link.sent_now()  # a reply counts as a heartbeat
+        if final:
+            link.work = None
+            self.served += 1
 
-    def _on_broker(self, frames: list[bytes], work: _Work | None,
-                   queue: asyncio.Queue) -> tuple[_Work | None, bool]:
-        """Handle one broker message; returns (work in flight, whether to reconnect)."""
+    def _on_broker(self, frames: list[bytes], link: "_Link") -> bool:
+        """Handle one broker message; True when the connection must start over."""
         try:
             _, frames = split_envelope(frames)
             msg = decode_worker(frames)
         except ProtocolError as e:
             log.warning("slot %d: dropped a malformed message from the broker: %s", self.profile.slot, e)
-            return work, False
+            return False
         if isinstance(msg, Disconnect):
             log.info("slot %d: broker sent DISCONNECT", self.profile.slot)
-            return work, True
+            return True
         if isinstance(msg, Cancel):
-            if work is not None:
-                work.cancelled.set()
-            return work, False
-        if isinstance(msg, WorkerRequest):
-            if work is not None:
-                log.warning("slot %d: REQUEST while busy; refusing it", self.profile.slot)
-                return work, False
-            return self._start(msg, queue), False
-        if not isinstance(msg, Heartbeat):
+            if link.work is not None:
+                link.work.cancelled.set()
+        elif isinstance(msg, WorkerRequest):
+            if link.work is None:
+                link.work = self._start(msg, link.queue)
+            else:
+                log.warning("slot %d: REQUEST while busy; ignoring it", self.profile.slot)
+        elif not isinstance(msg, Heartbeat):
             log.warning("slot %d: unexpected %s from the broker", self.profile.slot, type(msg).__name__)
-        return work, False
+        return False
 
     def _start(self, req: WorkerRequest, queue: asyncio.Queue) -> _Work:
         cancelled = threading.Event()
