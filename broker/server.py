@@ -7,7 +7,6 @@ logged and dropped; no message can raise out of the loop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field

@@ -9,7 +9,7 @@ from common.bodies import Chunk, Outcome, Task
 from common.codec import pack, unpack
 from common.messages import ClientRequest, Disconnect, Heartbeat, WorkerRequest
 from tests.conftest import run
-from tests.wire import FakeWorker, body_of, client_final, dealer, recv, running_broker
+from tests.wire import FakeWorker, body_of, client_final, dealer, running_broker
 
 QUESTION = {"prompt": "2+2=", "candidates": 2, "max_tokens": 4, "stream": "progress"}
 
@@ -42,6 +42,10 @@ def test_mmi_service_lookup(ctx):
             await worker.ready()
             await asyncio.sleep(0.1)
             assert await mmi(b"generate") == b"200"
+            # the client library asks the same question
+            from client.client import SwarmClient
+            lib = SwarmClient(broker.endpoint, ctx)
+            assert await lib.has_service("generate") and not await lib.has_service("nope")
             worker.close()
             client.close()
     run(body())
@@ -125,7 +129,7 @@ def test_silent_worker_mid_job_still_ends_in_one_final(ctx):
             await asyncio.sleep(0.05)
             client = dealer(ctx, broker.endpoint)
             await client.send_multipart(ClientRequest(F.SERVICE_GENERATE, (pack(QUESTION),)).to_frames())
-            r1, r2 = await w1.next(), await w2.next()
+            r1, _ = await w1.next(), await w2.next()  # both take a candidate
             t1 = Task.from_map(unpack(r1.body[0]))
             await w1.reply(r1.client, Chunk(t1.job, t1.cand, 0, "fo").to_map(), final=False)
             # w2 goes silent; w1 answers its candidate and then the re-dispatched one

@@ -70,7 +70,6 @@ class LlamaCppBackend:
         self.has_template = bool(self.llm.metadata.get("tokenizer.chat_template"))
 
     def generate(self, task: Task, emit: Emit, cancelled: threading.Event) -> Outcome:
-        s = task.sampling
         start = time.perf_counter()
         first: float | None = None
         parts: list[str] = []

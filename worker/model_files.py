@@ -18,7 +18,6 @@ from common.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_LABEL = "gemma-3-270m-q4_k_m"
 _BLOCK = 1 << 20
 
 

@@ -85,7 +85,6 @@ class WorkerSession:
         self.ctx, self.config, self.profile, self.backend = ctx, config, profile, backend
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"slot{profile.slot}")
         self.connections = 0
-        self.served = 0
 
     async def run(self) -> None:
         delay = self.config.reconnect_min_s
@@ -153,7 +152,6 @@ class WorkerSession:
         link.sent_now()  # a reply counts as a heartbeat
         if final:
             link.work = None
-            self.served += 1
 
     def _on_broker(self, frames: list[bytes], link: "_Link") -> bool:
         """Handle one broker message; True when the connection must start over."""
