@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import zmq
@@ -33,22 +34,11 @@ class SwarmClient:
         A broker we cannot reach fails the request after timeout_s; one we reached gets
         grace_s more for its FINAL (a job's FINAL comes at its deadline, by design).
         """
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        poller = zmq.asyncio.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(monitor, zmq.POLLIN)
-        try:
-            sock.connect(self.broker)
-        except zmq.ZMQError as e:
-            sock.disable_monitor()
-            monitor.close(linger=0)
-            sock.close(linger=0)
-            raise RequestFailed(f"cannot connect to the broker at '{self.broker}': {e}") from e
-        start = time.monotonic()
-        connected = False
-        try:
+        with self._dealer() as (sock, monitor):
+            poller = zmq.asyncio.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(monitor, zmq.POLLIN)
+            start, connected = time.monotonic(), False
             await sock.send_multipart(ClientRequest(service, body).to_frames())
             while True:
                 deadline = start + timeout_s + (grace_s if connected else 0.0)
@@ -59,15 +49,26 @@ class SwarmClient:
                 if monitor in events:
                     await monitor.recv_multipart()
                     connected = True
-                if sock not in events:
-                    continue
-                reply = _reply(await sock.recv_multipart())
+                reply = _reply(await sock.recv_multipart()) if sock in events else None
                 if reply is None or reply.service != service:
                     continue
                 if reply.final:
                     return reply.body
                 if on_partial is not None:
                     on_partial(reply.body)
+
+    @contextlib.contextmanager
+    def _dealer(self) -> Iterator[tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]]:
+        """A DEALER connected to the broker, with a monitor that reports the handshake."""
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            try:
+                sock.connect(self.broker)
+            except zmq.ZMQError as e:
+                raise RequestFailed(f"cannot connect to the broker at '{self.broker}': {e}") from e
+            yield sock, monitor
         finally:
             sock.disable_monitor()
             monitor.close(linger=0)

@@ -100,11 +100,7 @@ class WorkerSession:
 
     async def _connection(self) -> bool:
         """One connection's life; True if the broker ever spoke on it."""
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, F.MAX_MESSAGE_BYTES)
-        sock.connect(self.config.broker)
-        self.connections += 1
+        sock = self._socket()
         link = _Link(self.config.heartbeat_s, self.config.liveness)
         recv = got = None
         try:
@@ -141,6 +137,14 @@ class WorkerSession:
                 if fut is not None:
                     fut.cancel()
             sock.close()
+
+    def _socket(self) -> zmq.asyncio.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, F.MAX_MESSAGE_BYTES)
+        sock.connect(self.config.broker)
+        self.connections += 1
+        return sock
 
     async def _forward(self, sock, link: "_Link", owner: _Work, out: Chunk | Outcome,
                        final: bool) -> None:
