@@ -180,6 +180,11 @@ def test_client_reports_a_timed_out_job(procs, model_path):
                               seed=1, timeout_s=0.5)
     with pytest.raises(RequestFailed, match="deadline|timed out"):
         run(SwarmClient(f"tcp://127.0.0.1:{port}").generate(request, 0.5), 20.0)
+    # the broker CANCELled the 2000-token candidate: the only slot is free for the next job at
+    # once, where it would otherwise be busy for about 40 s
+    r = ask("--broker", f"tcp://127.0.0.1:{port}", "--json", "--candidates", "1",
+            "--max-tokens", "8", "--timeout-s", "10", "Say hello.")
+    assert r.returncode == 0, r.stderr
 
 
 def test_a_stopped_worker_says_goodbye(procs, model_path):
