@@ -9,7 +9,7 @@ from common.bodies import Chunk, Outcome, Task
 from common.codec import pack, unpack
 from common.messages import ClientRequest, Disconnect, Heartbeat, WorkerRequest
 from tests.conftest import run
-from tests.wire import FakeWorker, body_of, client_final, dealer, running_broker
+from tests.wire import FakeWorker, ask_once, body_of, client_final, dealer, running_broker
 
 QUESTION = {"prompt": "2+2=", "candidates": 2, "max_tokens": 4, "stream": "progress"}
 
@@ -17,23 +17,17 @@ QUESTION = {"prompt": "2+2=", "candidates": 2, "max_tokens": 4, "stream": "progr
 def test_unknown_service_gets_an_error_reply(ctx):
     async def body():
         async with running_broker(ctx) as broker:
-            client = dealer(ctx, broker.endpoint)
-            await client.send_multipart(ClientRequest(b"no.such", (b"x",)).to_frames())
-            _, final = await client_final(client)
+            _, final = await ask_once(ctx, broker.endpoint, b"no.such", b"x")
             assert final.service == b"no.such"
             assert "no worker offers the service 'no.such'" in body_of(final)["error"]
-            client.close()
     run(body())
 
 
 def test_mmi_service_lookup(ctx):
     async def body():
         async with running_broker(ctx) as broker:
-            client = dealer(ctx, broker.endpoint)
-
             async def mmi(name: bytes) -> bytes:
-                await client.send_multipart(ClientRequest(F.MMI_SERVICE, (name,)).to_frames())
-                _, final = await client_final(client)
+                _, final = await ask_once(ctx, broker.endpoint, F.MMI_SERVICE, name)
                 return final.body[0]
 
             assert await mmi(b"generate") == b"404"
@@ -47,30 +41,24 @@ def test_mmi_service_lookup(ctx):
             lib = SwarmClient(broker.endpoint, ctx)
             assert await lib.has_service("generate") and not await lib.has_service("nope")
             worker.close()
-            client.close()
     run(body())
 
 
 def test_generate_without_workers_fails_at_once(ctx):
     async def body():
         async with running_broker(ctx) as broker:
-            client = dealer(ctx, broker.endpoint)
-            await client.send_multipart(ClientRequest(F.SERVICE_GENERATE, (pack(QUESTION),)).to_frames())
-            _, final = await client_final(client, timeout_s=1.0)
+            _, final = await ask_once(ctx, broker.endpoint, F.SERVICE_GENERATE, pack(QUESTION),
+                                      timeout_s=1.0)
             assert "no live worker" in body_of(final)["error"]
-            client.close()
     run(body())
 
 
 def test_bad_generate_body_names_the_field(ctx):
     async def body():
         async with running_broker(ctx) as broker:
-            client = dealer(ctx, broker.endpoint)
             bad = dict(QUESTION, candidates="three")
-            await client.send_multipart(ClientRequest(F.SERVICE_GENERATE, (pack(bad),)).to_frames())
-            _, final = await client_final(client)
+            _, final = await ask_once(ctx, broker.endpoint, F.SERVICE_GENERATE, pack(bad))
             assert "'candidates'" in body_of(final)["error"]
-            client.close()
     run(body())
 
 
@@ -187,9 +175,7 @@ def test_status_shows_profile_and_metrics(ctx):
             worker = FakeWorker(ctx, broker.endpoint, "w1")
             await worker.ready()
             await asyncio.sleep(0.05)
-            client = dealer(ctx, broker.endpoint)
-            await client.send_multipart(ClientRequest(F.SERVICE_STATUS, (pack({}),)).to_frames())
-            _, final = await client_final(client)
+            _, final = await ask_once(ctx, broker.endpoint, F.SERVICE_STATUS, pack({}))
             status = body_of(final)
             (peer,) = status["peers"]
             assert peer["name"] == "w1" and peer["live"] and peer["slots"] == 1
@@ -198,5 +184,4 @@ def test_status_shows_profile_and_metrics(ctx):
                                             "latency_mean_s", "ttft_mean_s", "last_error",
                                             "last_error_at"}
             worker.close()
-            client.close()
     run(body())

@@ -11,7 +11,7 @@ import zmq.asyncio
 from broker.server import Broker, BrokerConfig
 from common import frames as F
 from common.codec import pack, unpack
-from common.messages import Ready, decode_client, decode_worker, split_envelope
+from common.messages import ClientRequest, Ready, decode_client, decode_worker, split_envelope
 from common.profile import WorkerProfile
 
 
@@ -97,3 +97,13 @@ class FakeWorker:
 
 def body_of(msg) -> dict:
     return unpack(msg.body[0])
+
+
+async def ask_once(ctx, endpoint: str, service: bytes, *body: bytes, timeout_s: float = 5.0):
+    """One request on a fresh DEALER: (partials, final)."""
+    sock = dealer(ctx, endpoint)
+    try:
+        await sock.send_multipart(ClientRequest(service, body).to_frames())
+        return await client_final(sock, timeout_s)
+    finally:
+        sock.close()
