@@ -42,7 +42,9 @@ class Progress:
         row["peer"] = event.get("peer") or row["peer"]
         row["tokens"] = event.get("tokens", row["tokens"])
         if kind == "token":
-            row["state"], row["text"] = "streaming", (row["text"] + str(event.get("text", "")))
+            # keep only a tail: the view shows the last _SNIPPET characters of each answer
+            tail = (row["text"] + str(event.get("text", "")))[-4 * _SNIPPET:]
+            row["state"], row["text"] = "streaming", tail
         elif kind in ("dispatched", "retry"):
             row["state"], row["text"] = ("running", "") if kind == "dispatched" else ("retrying", "")
         elif kind in ("done", "failed"):
