@@ -163,16 +163,43 @@ class Chunk:
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> "Chunk":
-        return cls(field(m, "job", str), field(m, "cand", int), field(m, "seq", int),
-                   field(m, "text", str))
+        return cls(field(m, "job", str), number(m, "cand", 0, MAX_CANDIDATES * 2, integer=True),
+                   number(m, "seq", 0, MAX_SEQ, integer=True), field(m, "text", str))
 
     def to_map(self) -> dict[str, Any]:
         return {"job": self.job, "cand": self.cand, "seq": self.seq, "text": self.text}
 
 
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+TIMING_KEYS = ("total_s", "ttft_s", "tokens_per_s")
+ERROR_REQUEST = "request"  # error_kind: the request itself cannot be served (too long, ...)
+ERROR_PEER = "peer"        # error_kind: this peer failed; another may succeed
+ERROR_KINDS = (ERROR_REQUEST, ERROR_PEER)
+MAX_SEQ = 2**31 - 1
+MAX_COUNT = 2**31 - 1
+
+
+def _usage(m: dict[str, Any]) -> dict[str, int]:
+    """The known token counts, each a non-negative integer; null means not reported."""
+    raw = field(m, "usage", dict, {})
+    return {k: number(raw, k, 0, MAX_COUNT, integer=True, name=f"usage.{k}")
+            for k in USAGE_KEYS if raw.get(k) is not None}
+
+
+def _timings(m: dict[str, Any]) -> dict[str, float]:
+    """The known timings, each a finite non-negative number; null means not measured."""
+    raw = field(m, "timings", dict, {})
+    return {k: number(raw, k, 0.0, 1e9, name=f"timings.{k}")
+            for k in TIMING_KEYS if raw.get(k) is not None}
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """A candidate's end: the whole text with usage and timings, or an error."""
+    """A candidate's end: the whole text with usage and timings, or an error.
+
+    `error_kind` says whose fault an error is: `request` (no peer could serve it: not
+    retried, not held against the peer) or `peer` (the default: retried elsewhere once).
+    """
 
     job: str
     cand: int
@@ -181,22 +208,29 @@ class Outcome:
     usage: dict[str, int] = dc_field(default_factory=dict)
     timings: dict[str, float] = dc_field(default_factory=dict)
     error: str | None = None
+    error_kind: str = ERROR_PEER
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> "Outcome":
+        kind = field(m, "error_kind", str, ERROR_PEER)
+        if kind not in ERROR_KINDS:
+            raise BodyError(f"field 'error_kind' must be one of {', '.join(ERROR_KINDS)}",
+                            "error_kind")
         return cls(
             job=field(m, "job", str),
-            cand=field(m, "cand", int),
+            cand=number(m, "cand", 0, MAX_CANDIDATES * 2, integer=True),
             text=field(m, "text", str, ""),
             finish_reason=field(m, "finish_reason", str, None),
-            usage=field(m, "usage", dict, {}),
-            timings=field(m, "timings", dict, {}),
+            usage=_usage(m),
+            timings=_timings(m),
             error=field(m, "error", str, None),
+            error_kind=kind,
         )
 
     def to_map(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"job": self.job, "cand": self.cand, "error": self.error}
+            return {"job": self.job, "cand": self.cand, "error": self.error,
+                    "error_kind": self.error_kind}
         return {"job": self.job, "cand": self.cand, "text": self.text,
                 "finish_reason": self.finish_reason, "usage": dict(self.usage),
                 "timings": dict(self.timings)}

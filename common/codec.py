@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
@@ -51,13 +52,20 @@ def field(m: dict[str, Any], name: str, kind: type | tuple[type, ...], default: 
     return value
 
 
-def number(m: dict[str, Any], name: str, lo: float, hi: float, default: Any = _MISSING,
-           integer: bool = False) -> Any:
-    value = field(m, name, int if integer else (int, float), default)
-    if value is default:
-        return value
-    if not lo <= value <= hi:
-        raise BodyError(f"field '{name}' must be between {lo} and {hi}", name)
+def number(m: dict[str, Any], key: str, lo: float, hi: float, default: Any = _MISSING,
+           integer: bool = False, name: str | None = None) -> Any:
+    """m[key] as a finite number in [lo, hi]; `name` is how errors spell the field."""
+    name = name or key
+    value = m.get(key)
+    if value is None:
+        if default is _MISSING:
+            raise BodyError(f"field '{name}' is missing", name)
+        return default
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise BodyError(f"field '{name}' must be {_kind_name(kind)}", name)
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise BodyError(f"field '{name}' must be between {lo:g} and {hi:g}", name)
     return value if integer else float(value)
 
 

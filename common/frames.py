@@ -34,6 +34,7 @@ WORKER_COMMAND_NAMES = {
 # Services the broker answers itself
 SERVICE_GENERATE = b"generate"
 SERVICE_STATUS = b"swarm.status"
+SERVICE_CANCEL = b"swarm.cancel"  # body {} or {job}: drop this client's job(s), reply {cancelled}
 MMI_SERVICE = b"mmi.service"  # RFC 8: body is a service name, reply "200" or "404"
 MMI_PREFIX = b"mmi."
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -9,6 +10,11 @@ from typing import Any
 from common import __version__
 from common.codec import pack, unpack
 from common.errors import BodyError
+
+
+MAX_TIMEOUT_S = 86400.0
+MAX_HEARTBEAT_S = 60.0
+MAX_RAM_GB = 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,7 @@ class WorkerProfile:
     seed_variation: bool = False  # may take a second candidate of one job
     cancel: bool = False         # understands the CANCEL extension
     timeout_s: float | None = None  # the worker's hint for its per-candidate timeout
+    heartbeat_s: float | None = None  # the interval this worker beats at and expects beats
     cpu_count: int = 0
     ram_gb: float = 0.0
     version: str = __version__
@@ -68,13 +75,14 @@ def _check_types(p: WorkerProfile) -> None:
     for name in ("seed_variation", "cancel"):
         if not isinstance(getattr(p, name), bool):
             raise BodyError(f"profile field '{name}' must be a boolean", name)
-    for name in ("timeout_s", "ram_gb"):
+    for name, lo, hi in (("timeout_s", 0.001, MAX_TIMEOUT_S), ("heartbeat_s", 0.01, MAX_HEARTBEAT_S),
+                         ("ram_gb", 0.0, MAX_RAM_GB)):
         value = getattr(p, name)
-        if value is None and name == "timeout_s":
+        if value is None and name != "ram_gb":
             continue
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 \
-                or (name == "timeout_s" and value == 0):
-            raise BodyError(f"profile field '{name}' must be a positive number", name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                or not math.isfinite(value) or not lo <= value <= hi:
+            raise BodyError(f"profile field '{name}' must be a number from {lo:g} to {hi:g}", name)
     if not p.name:
         raise BodyError("profile field 'name' must not be empty", "name")
 
