@@ -1,7 +1,13 @@
 """The `generate` service: fan candidates out to slots, watch their timeouts, vote, reply.
 
 Pure logic driven by the server loop: every method takes `now` (monotonic seconds) and
-puts what must be sent into the Outbox. Every accepted job ends in exactly one FINAL.
+puts what must be sent into the Outbox. Every accepted job ends in exactly one FINAL,
+sent by `_end`, the one place a job leaves `jobs`.
+
+Costs follow what changed, not how much is queued: jobs with candidates to place wait in
+a fair-share heap (the job that has started the fewest candidates goes first, then the
+oldest, so a one-candidate job is not starved by a 64-candidate one), timeouts sit in a
+heap, and a vote may be counted off the loop by the injected voter.
 """
 
 from __future__ import annotations
@@ -9,15 +15,21 @@ from __future__ import annotations
 import logging
 import os
 import random
+import heapq
+import itertools
+from collections import defaultdict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from broker import scheduler
-from broker.jobs import DONE, FAILED, RUNNING, Candidate, Job
+from broker.jobs import CANCELLED, DONE, FAILED, RUNNING, Candidate, Job
 from broker.metrics import MetricsBook
 from broker.outbox import Outbox
 from broker.registry import Registry, Slot
-from broker.voting import Answer, vote
-from common.bodies import Chunk, GenerateRequest, Outcome, Task
+from broker.timers import Timers
+from broker.verdicts import InlineVoter, all_failed, answers, error_map, result_map
+from broker.voting import vote
+from common.bodies import ERROR_REQUEST, Chunk, GenerateRequest, Outcome, Task
 from common.codec import pack, unpack_body
 from common.errors import ProtocolError
 from common.frames import SERVICE_GENERATE
@@ -26,6 +38,9 @@ from common.messages import Cancel, WorkerReply, WorkerRequest
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2  # a failed candidate may be re-dispatched once elsewhere
+MAX_TEXT_CHARS = 4 * 1024 * 1024  # one candidate's streamed text; beyond it the peer is wrong
+MAX_JOBS = 1000
+MAX_JOB_CANDIDATES = 16384  # of all jobs in flight together
 
 
 @dataclass(slots=True)
@@ -40,57 +55,132 @@ class TimeoutPolicy:
         return self.overrides.get(slot.peer) or slot.profile.timeout_s or self.default_s
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much the broker takes on before it answers "busy"."""
+
+    max_jobs: int = MAX_JOBS
+    max_candidates: int = MAX_JOB_CANDIDATES
+
+
 class GenerateService:
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
-                 timeouts: TimeoutPolicy):
+                 timeouts: TimeoutPolicy, voter=None, limits: Limits = Limits()):
         self.registry, self.metrics, self.outbox, self.timeouts = registry, metrics, outbox, timeouts
+        self.voter = voter or InlineVoter()
+        self.limits = limits
         self.jobs: dict[str, Job] = {}
+        self.rotation: list[tuple[int, int, str]] = []  # heap: (started, order, job id)
+        self._order = itertools.count()
+        self.by_client: dict[bytes, set[str]] = defaultdict(set)
+        self.timers = Timers()
+        self.votes: dict[str, Future] = {}
+        self.candidates = 0                     # of all jobs in `jobs`
+        self.stats = {"busy": 0, "malformed_replies": 0}
 
     # -- client side -------------------------------------------------------------------
     def submit(self, client: bytes, delimited: bool, request: GenerateRequest, now: float) -> None:
-        if not self.registry.serving(SERVICE_GENERATE):
-            self.outbox.error(client, delimited, SERVICE_GENERATE,
-                              "no live worker serves 'generate': start a swarm-worker")
+        refusal = self._refusal(request.candidates)
+        if refusal:
+            self.outbox.error(client, delimited, SERVICE_GENERATE, refusal)
             return
         base = request.seed if request.seed is not None else random.randrange(2**31)
         job_id = os.urandom(6).hex()
         timeout_s = request.timeout_s or self.timeouts.default_s
         cands = [Candidate(i, (base + i) % 2**32) for i in range(request.candidates)]
-        self.jobs[job_id] = Job(job_id, client, delimited, request, now, now + timeout_s, cands)
+        job = Job(job_id, client, delimited, request, now, now + timeout_s, cands)
+        self.jobs[job_id] = job
+        self.by_client[client].add(job_id)
+        self.candidates += len(cands)
+        self.timers.add(job.deadline, ("job", job_id))
         log.info("job %s: %d candidates, strategy %s", job_id, len(cands), request.strategy)
+        self._enqueue(job)
         self.dispatch(now)
+
+    def _refusal(self, candidates: int) -> str | None:
+        if not self.registry.serving(SERVICE_GENERATE):
+            return "no live worker serves 'generate': start a swarm-worker"
+        if len(self.jobs) >= self.limits.max_jobs or \
+                self.candidates + candidates > self.limits.max_candidates:
+            self.stats["busy"] += 1
+            return (f"the broker is busy ({len(self.jobs)} jobs, {self.candidates} candidates "
+                    "in flight): try again shortly")
+        return None
+
+    def cancel_client(self, client: bytes, now: float, job_id: str | None = None,
+                      reason: str = "cancelled by the client") -> int:
+        """End this client's jobs (or the one named): stop their candidates, one FINAL each."""
+        ids = self.by_client.get(client, set())
+        chosen = [j for j in ids if job_id is None or j == job_id]
+        for jid in chosen:
+            job = self.jobs[jid]
+            self._stop_rest(job, now, reason)
+            self._end(job, error_map(job, reason))
+        if chosen:
+            log.info("client %s: %d job(s) ended: %s", client.hex(), len(chosen), reason)
+        return len(chosen)
 
     def _event(self, job: Job, cand: Candidate, event: str, text: str = "") -> None:
         if job.request.stream == "winner":
             return
         body = {"event": event, "job": job.id, "cand": cand.index, "peer": cand.peer,
                 "tokens": cand.tokens, "text": text}
-        self.outbox.reply(job.client, job.delimited, SERVICE_GENERATE, body, final=False)
+        self.outbox.reply(job.client, job.delimited, SERVICE_GENERATE, body, final=False,
+                          droppable=event == "token")
 
     # -- dispatch ----------------------------------------------------------------------
+    def _enqueue(self, job: Job) -> None:
+        if not job.queued and job.next_pending() is not None:
+            job.queued = True
+            heapq.heappush(self.rotation, (job.started, next(self._order), job.id))
+
     def dispatch(self, now: float) -> None:
+        """Place waiting candidates on idle slots, fewest-started job first."""
+        if not self.rotation:
+            return
         idle = self.registry.idle(SERVICE_GENERATE)
-        serving = self.registry.serving(SERVICE_GENERATE)
-        for job in list(self.jobs.values()):
-            for cand in job.pending():
-                slot = scheduler.pick(idle, job.slots_used, job.nodes_used, cand.tried)
-                if slot is not None:
-                    idle.remove(slot)
-                    self._start(job, cand, slot, now)
-                elif not scheduler.placeable(serving, job.slots_used, cand.tried):
-                    error = "no live worker slot can take this candidate"
-                    if cand.error:  # it failed before: that is the news, not the lack of a retry
-                        error = f"{cand.error} (no other slot could retry it)"
-                    self._fail(job, cand, error, now, retry=False)
-            self._maybe_finish(job)
+        serving: list[Slot] | None = None
+        waiting: list[Job] = []  # placeable, but not on any slot idle now
+        while idle and self.rotation:
+            job = self.jobs.get(heapq.heappop(self.rotation)[2])
+            if job is None or job.voting:
+                continue
+            job.queued = False
+            cand = job.next_pending()
+            if cand is None:
+                continue
+            slot = scheduler.pick(idle, job.slots_used, job.nodes_used, cand.tried)
+            if slot is not None:
+                idle.remove(slot)
+                self._start(job, cand, slot, now)
+            else:
+                serving = serving if serving is not None else self.registry.serving(SERVICE_GENERATE)
+                if scheduler.placeable(serving, job.slots_used, cand.tried):
+                    waiting.append(job)
+                    continue
+                self._unplaceable(job, cand, now)
+            self._enqueue(job)
+            self._settle(job, now)
+        for job in waiting:
+            self._enqueue(job)
+
+    def _unplaceable(self, job: Job, cand: Candidate, now: float) -> None:
+        error = "no live worker slot can take this candidate"
+        if cand.error:  # it failed before: that is the news, not the lack of a retry
+            error = f"{cand.error} (no other slot could retry it)"
+        self._fail(job, cand, error, now, retry=False, penalise=False)
 
     def _start(self, job: Job, cand: Candidate, slot: Slot, now: float) -> None:
         cand.state, cand.slot, cand.peer = RUNNING, slot.identity, slot.peer
         cand.attempts += 1
+        job.started += 1
         cand.started_at = now
-        cand.timeout_at = min(now + self.timeouts.total_s(slot), job.deadline)
+        cand.timeout_at = now + self.timeouts.total_s(slot)
+        self.timers.add(cand.timeout_at, ("answer", job.id, cand.index, cand.attempts))
         ft = self.timeouts.first_token_s
         cand.first_token_by = now + ft if ft else None
+        if ft:
+            self.timers.add(cand.first_token_by, ("first token", job.id, cand.index, cand.attempts))
         job.slots_used.add(slot.identity)
         job.nodes_used[slot.node] += 1
         slot.job, slot.assigned_at = (job.id, cand.index), now
@@ -102,136 +192,190 @@ class GenerateService:
     # -- worker side -------------------------------------------------------------------
     def on_reply(self, slot: Slot, reply: WorkerReply, now: float) -> None:
         """A PARTIAL or FINAL from a slot that works for us; stale ones only free the slot."""
+        assignment = slot.job
         if reply.final:
-            assignment, slot.job = slot.job, None
-        else:
-            assignment = slot.job
-        job_id, index = assignment
-        job = self.jobs.get(job_id)
-        cand = job.candidates[index] if job else None
+            slot.job = None
+        job = self.jobs.get(assignment[0])
+        cand = job.candidates[assignment[1]] if job else None
         if cand is None or cand.state != RUNNING or cand.slot != slot.identity:
             if reply.final:
                 self.dispatch(now)
             return  # the candidate already ended (timeout, cancel): nothing to record
         try:
-            body = unpack_body(reply.body)
+            out = _parse(reply, job, cand)
+        except ProtocolError as e:  # the peer's bad value fails its candidate, nothing else
+            self.stats["malformed_replies"] += 1
+            log.warning("job %s cand %d: bad reply from %s: %s", job.id, cand.index, slot.peer, e)
+            if not reply.final:
+                self._cancel(job, cand)  # the slot stays busy until its FINAL comes
+            self._fail(job, cand, f"{slot.peer} sent a malformed reply: {e}", now)
+        else:
             if reply.final:
-                self._final(job, cand, slot, Outcome.from_map(body), now)
+                self._final(job, cand, slot, out, now)
             else:
-                self._partial(job, cand, Chunk.from_map(body), now)
-        except ProtocolError as e:
-            log.warning("job %s cand %d: bad reply from %s: %s", job.id, index, slot.peer, e)
-            if reply.final:
-                self._fail(job, cand, f"malformed reply: {e}", now)
-                self.dispatch(now)
-            raise
+                self._partial(job, cand, out, now)
+                return
+        self._settle(job, now)
+        self.dispatch(now)
 
     def _partial(self, job: Job, cand: Candidate, chunk: Chunk, now: float) -> None:
         if cand.first_token_at is None:
             cand.first_token_at = now
         cand.tokens += 1
+        cand.chars += len(chunk.text)
         cand.parts.append(chunk.text)
         self._event(job, cand, "token", chunk.text)
 
     def _final(self, job: Job, cand: Candidate, slot: Slot, outcome: Outcome, now: float) -> None:
         if outcome.error is not None:
-            self._fail(job, cand, f"{slot.peer}: {outcome.error}", now)
-        else:
-            cand.state, cand.outcome, cand.ended_at = DONE, outcome, now
-            if cand.first_token_at is None:
-                cand.first_token_at = now
-            tokens = outcome.usage.get("completion_tokens", cand.tokens)
-            cand.tokens = tokens
-            self.metrics.peer(slot.peer).succeeded(cand.latency_s, cand.ttft_s, tokens)
-            self._event(job, cand, "done")
-        self._maybe_finish(job)
-        self.dispatch(now)
+            ours = outcome.error_kind != ERROR_REQUEST  # the request's fault: no retry, no blame
+            self._fail(job, cand, f"{slot.peer}: {outcome.error}", now, retry=ours, penalise=ours)
+            return
+        if len(outcome.text) > MAX_TEXT_CHARS:
+            self._fail(job, cand, f"{slot.peer} sent an answer over {MAX_TEXT_CHARS} characters", now)
+            return
+        cand.state, cand.outcome, cand.ended_at = DONE, outcome, now
+        if cand.first_token_at is None:
+            cand.first_token_at = now
+        cand.tokens = cand.completion_tokens
+        self.metrics.peer(slot.peer).succeeded(cand.latency_s, cand.ttft_s, cand.tokens)
+        self._event(job, cand, "done")
 
     def on_slot_lost(self, slot: Slot, reason: str, now: float) -> None:
-        if slot.job is None:
-            return
-        job_id, index = slot.job
-        slot.job = None
-        job = self.jobs.get(job_id)
-        cand = job.candidates[index] if job is not None else None
-        if cand is not None and cand.state == RUNNING and cand.slot == slot.identity:
-            self._fail(job, cand, f"{slot.peer} {reason}", now)
-            self._maybe_finish(job)
+        if slot.job is not None:
+            job_id, index = slot.job
+            slot.job = None
+            job = self.jobs.get(job_id)
+            cand = job.candidates[index] if job is not None else None
+            if cand is not None and cand.state == RUNNING and cand.slot == slot.identity:
+                self._fail(job, cand, f"{slot.peer} {reason}", now)
+                self._settle(job, now)
+        if not self.registry.serving(SERVICE_GENERATE):  # nobody left: waiting helps no one
+            for job in list(self.jobs.values()):
+                for cand in job.pending():
+                    self._unplaceable(job, cand, now)
+                self._settle(job, now)
         self.dispatch(now)
 
     # -- failure, timeouts, the end --------------------------------------------------------
     def _fail(self, job: Job, cand: Candidate, error: str, now: float, retry: bool = True,
-              timeout: bool = False) -> None:
-        if cand.peer is not None:
+              timeout: bool = False, penalise: bool = True) -> None:
+        if cand.peer is not None and penalise:
             self.metrics.peer(cand.peer).failed(error, timeout)
         log.info("job %s cand %d failed: %s", job.id, cand.index, error)
         if cand.slot is not None:
             cand.tried.add(cand.slot)
         cand.error = error
-        if retry and cand.attempts < MAX_ATTEMPTS and job.deadline - now > 0:
+        if retry and cand.attempts < MAX_ATTEMPTS and now < job.deadline:
             self._event(job, cand, "retry", error)
             cand.restart()
+            self._enqueue(job)
             return
         cand.state, cand.ended_at = FAILED, now
         self._event(job, cand, "failed", error)
 
     def tick(self, now: float) -> None:
-        for job in list(self.jobs.values()):
-            for cand in job.running():
-                late_first = cand.first_token_by is not None and cand.first_token_at is None \
-                    and now >= cand.first_token_by
-                if now >= cand.timeout_at or late_first:
-                    what = "first token" if late_first and now < cand.timeout_at else "answer"
-                    self._cancel(cand)
-                    self._fail(job, cand, f"{cand.peer} timed out waiting for the {what}", now,
-                               timeout=True)
-            if now >= job.deadline:
-                for cand in job.candidates:
-                    if not cand.ended:
-                        self._cancel(cand)
-                        self._fail(job, cand, "job deadline reached", now, retry=False,
-                                   timeout=True)
-            self._maybe_finish(job)
+        for key in self.timers.due(now):
+            job = self.jobs.get(key[1])
+            if job is None or job.voting:
+                continue
+            if key[0] == "job":
+                self._stop_rest(job, now, "job deadline reached")
+            else:
+                self._expire(job, key, now)
+            self._settle(job, now)
+        self.collect_votes(now)
         self.dispatch(now)
 
-    def _cancel(self, cand: Candidate) -> None:
+    def _expire(self, job: Job, key: tuple, now: float) -> None:
+        what, _, index, attempt = key
+        cand = job.candidates[index]
+        if cand.state != RUNNING or cand.attempts != attempt or \
+                (what == "first token" and cand.first_token_at is not None):
+            return  # that attempt already moved on
+        self._cancel(job, cand)
+        self._fail(job, cand, f"{cand.peer} timed out waiting for the {what}", now, timeout=True)
+
+    def _stop_rest(self, job: Job, now: float, reason: str) -> None:
+        """End every candidate still pending or running, without blaming its peer."""
+        for cand in job.candidates:
+            if cand.ended:
+                continue
+            if cand.state == RUNNING:
+                self._cancel(job, cand)
+                self.metrics.peer(cand.peer).cancelled += 1
+            cand.state, cand.ended_at, cand.error = CANCELLED, now, reason
+            self._event(job, cand, "cancelled", reason)
+
+    def _cancel(self, job: Job, cand: Candidate) -> None:
         """Ask the slot to stop; it stays busy until its FINAL arrives (MDP: one at a time)."""
         slot = self.registry.get(cand.slot) if cand.slot else None
         if slot is not None and slot.profile.cancel:
-            self.outbox.send(slot.identity, slot.delimited, Cancel(self._job_client(slot)))
+            self.outbox.send(slot.identity, slot.delimited, Cancel(job.client))
 
-    def _job_client(self, slot: Slot) -> bytes:
-        job = self.jobs.get(slot.job[0]) if slot.job else None
-        return job.client if job else b""
+    def _settle(self, job: Job, now: float) -> None:
+        """End the job if the vote needs nothing more from it."""
+        if job.voting or job.id not in self.jobs:
+            return
+        if job.request.strategy == "first" and any(c.text.strip() for c in job.done()):
+            self._stop_rest(job, now, "the first answer won")
+        if job.finished:
+            self._count(job, now)
 
-    def _maybe_finish(self, job: Job) -> None:
-        if job.id in self.jobs and job.finished:
-            del self.jobs[job.id]
-            self.outbox.reply(job.client, job.delimited, SERVICE_GENERATE, self._result(job),
-                              final=True)
+    def _count(self, job: Job, now: float) -> None:
+        if not job.done():
+            self._end(job, error_map(job, all_failed(job)))
+            return
+        job.voting = True
+        try:
+            ballot = answers(job, lambda peer: self.metrics.peer(peer).reliability)
+            self.votes[job.id] = self.voter.submit(vote, job.request.strategy, ballot)
+        except Exception as e:  # never lose the FINAL, whatever went wrong
+            log.exception("job %s: the vote could not start", job.id)
+            self._end(job, error_map(job, f"the vote could not be counted: {e}"))
+            return
+        if self.votes[job.id].done():
+            self.collect_votes(now)
 
-    def _result(self, job: Job) -> dict:
-        cands = [c.to_map() for c in job.candidates]
-        done = job.done()
-        if not done:
-            reasons = "; ".join(sorted({c.error or "failed" for c in job.candidates}))
-            return {"job": job.id, "error": f"all {len(cands)} candidates failed: {reasons}",
-                    "candidates": cands, "strategy": job.request.strategy}
-        answers = [Answer(c.index, c.text, c.latency_s or 0.0,
-                          self.metrics.peer(c.peer).reliability) for c in done]
-        verdict = vote(job.request.strategy, answers)
-        winner = job.candidates[verdict.winner]
-        self.metrics.peer(winner.peer).wins += 1
-        usage = winner.outcome.usage
-        completion = sum(c.outcome.usage.get("completion_tokens", c.tokens) for c in done)
-        prompt = usage.get("prompt_tokens", 0)
-        return {
-            "job": job.id,
-            "strategy": verdict.strategy,
-            "winner": {"cand": winner.index, "peer": winner.peer, "text": winner.text,
-                       "finish_reason": winner.outcome.finish_reason},
-            "candidates": cands,
-            "votes": {str(k): round(v, 4) for k, v in verdict.scores.items()},
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion},
-        }
+    def collect_votes(self, now: float) -> None:
+        for job_id in [j for j, f in self.votes.items() if f.done()]:
+            future, job = self.votes.pop(job_id), self.jobs.get(job_id)
+            if job is None:
+                continue  # cancelled while it was counted
+            try:
+                verdict = future.result()
+                body = result_map(job, verdict)
+                self.metrics.peer(job.candidates[verdict.winner].peer or "").wins += 1
+            except Exception as e:
+                log.exception("job %s: the vote failed", job_id)
+                body = error_map(job, f"the vote could not be counted: {e}")
+            self._end(job, body)
+
+    def _end(self, job: Job, body: dict) -> None:
+        """The one way out of `jobs`: exactly one FINAL per accepted job."""
+        if self.jobs.pop(job.id, None) is None:
+            return
+        self.votes.pop(job.id, None)
+        self.candidates -= len(job.candidates)
+        ids = self.by_client.get(job.client)
+        if ids is not None:
+            ids.discard(job.id)
+            if not ids:
+                del self.by_client[job.client]
+        self.outbox.reply(job.client, job.delimited, SERVICE_GENERATE, body, final=True)
+
+    @property
+    def busy(self) -> bool:
+        """Votes are being counted elsewhere: the loop should look back soon."""
+        return bool(self.votes)
+
+
+def _parse(reply: WorkerReply, job: Job, cand: Candidate) -> Chunk | Outcome:
+    body = unpack_body(reply.body)
+    out = Outcome.from_map(body) if reply.final else Chunk.from_map(body)
+    if (out.job, out.cand) != (job.id, cand.index):
+        raise ProtocolError(f"the reply names job {out.job!r} candidate {out.cand}, but the slot "
+                            f"works on job {job.id!r} candidate {cand.index}")
+    if not reply.final and cand.chars + len(out.text) > MAX_TEXT_CHARS:
+        raise ProtocolError(f"the answer grew over {MAX_TEXT_CHARS} characters")
+    return out

@@ -8,7 +8,8 @@ from typing import Any
 
 from common.bodies import GenerateRequest, Outcome
 
-PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
+ENDED = (DONE, FAILED, CANCELLED)
 
 
 @dataclass(slots=True)
@@ -23,9 +24,10 @@ class Candidate:
     started_at: float | None = None
     first_token_at: float | None = None
     ended_at: float | None = None
-    timeout_at: float = 0.0
+    timeout_at: float = 0.0            # the peer's own timeout (not the job's deadline)
     first_token_by: float | None = None
     tokens: int = 0
+    chars: int = 0                     # of text streamed so far
     parts: list[str] = field(default_factory=list)
     outcome: Outcome | None = None
     error: str | None = None
@@ -48,28 +50,33 @@ class Candidate:
 
     @property
     def ended(self) -> bool:
-        return self.state in (DONE, FAILED)
+        return self.state in ENDED
+
+    @property
+    def completion_tokens(self) -> int:
+        usage = self.outcome.usage if self.outcome else {}
+        return usage.get("completion_tokens", self.tokens)
 
     def restart(self) -> None:
         """Back to pending for one more try elsewhere; what the last try streamed is dropped,
         its error is kept so a final failure can still say what went wrong first."""
         self.state, self.slot, self.peer = PENDING, None, None
         self.started_at = self.first_token_at = self.ended_at = None
-        self.tokens, self.parts = 0, []
+        self.tokens, self.chars, self.parts = 0, 0, []
 
     def to_map(self) -> dict[str, Any]:
-        usage = self.outcome.usage if self.outcome else {}
         return {
             "cand": self.index,
             "peer": self.peer,
             "seed": self.seed,
+            "state": self.state,
             "ok": self.state == DONE,
             "text": self.text if self.state == DONE else "",
-            "error": self.error if self.state == FAILED else None,
+            "error": self.error if self.state in (FAILED, CANCELLED) else None,
             "finish_reason": self.outcome.finish_reason if self.outcome else None,
             "latency_s": self.latency_s,
             "ttft_s": self.ttft_s,
-            "tokens": usage.get("completion_tokens", self.tokens),
+            "tokens": self.completion_tokens,
             "attempts": self.attempts,
         }
 
@@ -85,6 +92,9 @@ class Job:
     candidates: list[Candidate]
     slots_used: set[bytes] = field(default_factory=set)
     nodes_used: Counter = field(default_factory=Counter)
+    started: int = 0             # candidate attempts started: fewer goes first in the rotation
+    queued: bool = False         # in the dispatch rotation
+    voting: bool = False         # every candidate ended; the vote is being counted
 
     @property
     def finished(self) -> bool:
@@ -92,6 +102,9 @@ class Job:
 
     def pending(self) -> list[Candidate]:
         return [c for c in self.candidates if c.state == PENDING]
+
+    def next_pending(self) -> Candidate | None:
+        return next((c for c in self.candidates if c.state == PENDING), None)
 
     def running(self) -> list[Candidate]:
         return [c for c in self.candidates if c.state == RUNNING]

@@ -16,6 +16,7 @@ class PeerMetrics:
     successes: int = 0
     failures: int = 0
     timeouts: int = 0
+    cancelled: int = 0            # stopped because the job no longer needed it: no blame
     wins: int = 0
     tokens: int = 0
     busy_s: float = 0.0
@@ -54,6 +55,7 @@ class PeerMetrics:
             "successes": self.successes,
             "failures": self.failures,
             "timeouts": self.timeouts,
+            "cancelled": self.cancelled,
             "wins": self.wins,
             "latency_mean_s": _mean(lat),
             "latency_p95_s": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None,
@@ -69,14 +71,31 @@ def _mean(xs) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+MAX_PEERS = 256  # named peers remembered after they are gone
+
+
 class MetricsBook:
-    def __init__(self) -> None:
-        self._peers: dict[str, PeerMetrics] = {}
+    """Metrics per peer name. Live peers are always kept; of the gone ones, anonymous peers
+    (strict MDP workers, named after a socket identity that never comes back) are forgotten
+    at once and named ones are kept, the most recently seen `max_peers` of them."""
+
+    def __init__(self, max_peers: int = MAX_PEERS) -> None:
+        self._peers: dict[str, PeerMetrics] = {}  # in order of last use, oldest first
+        self.max_peers = max_peers
 
     def peer(self, name: str) -> PeerMetrics:
-        if name not in self._peers:
-            self._peers[name] = PeerMetrics()
-        return self._peers[name]
+        metrics = self._peers.pop(name, None) or PeerMetrics()
+        self._peers[name] = metrics
+        return metrics
 
     def names(self) -> list[str]:
         return sorted(self._peers)
+
+    def forget(self, name: str) -> None:
+        self._peers.pop(name, None)
+
+    def trim(self, live: set[str]) -> None:
+        """Forget the least recently used gone peers beyond `max_peers`."""
+        excess = len(self._peers) - len(live) - self.max_peers
+        for name in [n for n in self._peers if n not in live][:max(0, excess)]:
+            del self._peers[name]

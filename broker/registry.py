@@ -2,7 +2,10 @@
 
 A slot is one MDP worker connection (one DEALER, one model instance). Slots of one
 `swarm-worker` process share a node id; the profile's name is the peer people see.
-Liveness is visible arithmetic: a slot expires `interval_s * liveness` after it last spoke.
+Liveness is visible arithmetic: a slot expires `interval_s * liveness` after it last spoke,
+where the interval is the one the worker announces in its profile (so a worker started
+with another --heartbeat-s than the broker's is judged, and sent heartbeats, at its own
+pace), else the broker's.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ class Slot:
     profile: WorkerProfile
     delimited: bool              # the peer frames with an empty delimiter (REQ-style)
     expires_at: float
-    job: Any = None              # what it works on: (job id, cand) or a plain client address
+    heartbeat_s: float = 1.0     # the interval this worker beats at and expects beats
+    expiry_s: float = 3.0        # silence after which it is dead: heartbeat_s * liveness
+    next_beat: float = 0.0       # when the broker owes it a heartbeat
+    anonymous: bool = False      # a strict MDP worker with no profile: named by its identity
+    job: Any = None              # what it works on: (job id, cand) or a PlainWork
     assigned_at: float = 0.0     # when it last took work, for least-recently-used order
 
     @property
@@ -38,6 +45,7 @@ class Slot:
 
 class Registry:
     def __init__(self, interval_s: float, liveness: int):
+        self.interval_s, self.liveness = interval_s, liveness
         self.expiry_s = interval_s * liveness
         self._slots: dict[bytes, Slot] = {}
 
@@ -51,15 +59,35 @@ class Registry:
         return self._slots.get(identity)
 
     def add(self, identity: bytes, service: bytes, profile: WorkerProfile,
-            delimited: bool, now: float) -> Slot:
-        slot = Slot(identity, service, profile, delimited, now + self.expiry_s)
+            delimited: bool, now: float, anonymous: bool = False) -> Slot:
+        interval_s = profile.heartbeat_s or self.interval_s
+        expiry_s = interval_s * self.liveness
+        slot = Slot(identity, service, profile, delimited, now + expiry_s, interval_s, expiry_s,
+                    now + interval_s, anonymous)
         self._slots[identity] = slot
         return slot
 
     def touch(self, identity: bytes, now: float) -> None:
         slot = self._slots.get(identity)
         if slot is not None:
-            slot.expires_at = now + self.expiry_s
+            slot.expires_at = now + slot.expiry_s
+
+    def beats_due(self, now: float) -> list[Slot]:
+        """Slots owed a heartbeat now; each is then due again one interval later."""
+        due = [s for s in self._slots.values() if s.next_beat <= now]
+        for s in due:
+            s.next_beat = now + s.heartbeat_s
+        return due
+
+    def shortest_interval_s(self) -> float:
+        return min((s.heartbeat_s for s in self._slots.values()), default=self.interval_s)
+
+    def names(self) -> set[str]:
+        return {s.peer for s in self._slots.values()}
+
+    def holder(self, name: str) -> Slot | None:
+        """A live slot that goes by this peer name."""
+        return next((s for s in self._slots.values() if s.peer == name), None)
 
     def remove(self, identity: bytes) -> Slot | None:
         return self._slots.pop(identity, None)

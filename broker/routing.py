@@ -1,7 +1,10 @@
 """Plain MDP routing: any service other than the broker's own goes to one worker slot.
 
 Requests wait in a per-service queue for an idle slot (least recently used first) and
-expire after the broker's timeout; a slot's PARTIAL/FINAL replies go to its client as-is.
+expire after the broker's timeout; a slot's PARTIAL/FINAL replies go to its client as-is,
+in any number of frames (bounded by size, not count). A slot that does not answer within
+the timeout is handed back to the server to disconnect: plain MDP has no CANCEL, and a
+worker must not hold its slot forever.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ class PlainWork:
     delimited: bool
     service: bytes
     body: tuple[bytes, ...]
-    expires_at: float
+    expires_at: float            # queued: give up waiting for a slot; running: for the answer
 
 
 class Router:
@@ -47,13 +50,15 @@ class Router:
             while queue and idle:
                 slot, work = idle.pop(0), queue.popleft()
                 slot.job, slot.assigned_at = work, now
+                work.expires_at = now + self.timeout_s
                 self.outbox.send(slot.identity, slot.delimited, WorkerRequest(work.client, work.body))
 
     def on_reply(self, slot: Slot, reply: WorkerReply, now: float) -> None:
         work: PlainWork = slot.job
         if reply.final:
             slot.job = None
-        self.outbox.send(work.client, work.delimited, ClientReply(work.service, reply.body, reply.final))
+        self.outbox.send(work.client, work.delimited, ClientReply(work.service, reply.body, reply.final),
+                         droppable=not reply.final)
         if reply.final:
             self.dispatch(now)
 
@@ -62,7 +67,13 @@ class Router:
         if work is not None:
             self.outbox.error(work.client, work.delimited, work.service, f"{slot.peer} {reason}")
 
-    def tick(self, now: float) -> None:
+    def client_gone(self, client: bytes) -> None:
+        """Forget the queued requests of a client that went away."""
+        for service, queue in self.queues.items():
+            self.queues[service] = deque(w for w in queue if w.client != client)
+
+    def tick(self, now: float) -> list[Slot]:
+        """Expire queued requests; returns the slots whose answer is overdue."""
         for service, queue in self.queues.items():
             while queue and queue[0].expires_at <= now:
                 work = queue.popleft()
@@ -74,4 +85,6 @@ class Router:
                                       f"no worker offers the service '{service.decode()}'")
                 queue.clear()
         self.dispatch(now)
+        return [s for s in self.registry.all() if isinstance(s.job, PlainWork)
+                and s.job.expires_at <= now]
 

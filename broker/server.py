@@ -2,19 +2,23 @@
 
 The poll timeout is the housekeeping tick: every pass purges silent workers, sends due
 heartbeats (to busy workers too) and checks job timeouts. Anything malformed is counted,
-logged and dropped; no message can raise out of the loop.
+logged and dropped; no message, and no step of housekeeping, can raise out of the loop.
+Sends never block: the ROUTER is ROUTER_MANDATORY and `Delivery` keeps what a slow peer
+cannot take yet, so a FINAL is never dropped and a vanished client is noticed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 import zmq
 import zmq.asyncio
 
-from broker.generate import GenerateService, TimeoutPolicy
+from broker.delivery import Delivery, Sent
+from broker.generate import MAX_JOB_CANDIDATES, MAX_JOBS, GenerateService, Limits, TimeoutPolicy
 from broker.metrics import MetricsBook
 from broker.outbox import Outbox
 from broker.registry import Registry, Slot
@@ -23,7 +27,7 @@ from broker.status import status_map
 from common import __version__
 from common import frames as F
 from common.bodies import GenerateRequest
-from common.codec import unpack_body
+from common.codec import field as body_field, unpack_body
 from common.errors import BodyError, ProtocolError
 from common.messages import (ClientReply, ClientRequest, Disconnect, Heartbeat, Ready,
                              WorkerReply, decode)
@@ -31,7 +35,9 @@ from common.profile import WorkerProfile
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 1000  # messages handled per pass before housekeeping gets a turn
+MAX_BATCH = 1000   # messages handled per pass before housekeeping gets a turn
+TICK_MAX_S = 0.25  # the longest the loop sleeps
+BUSY_TICK_S = 0.005  # while a backlog waits or a vote is counted elsewhere
 
 
 @dataclass(slots=True)
@@ -42,6 +48,8 @@ class BrokerConfig:
     timeout_s: float = F.DEFAULT_TIMEOUT_S
     first_token_timeout_s: float | None = None
     peer_timeouts: dict[str, float] = field(default_factory=dict)
+    max_jobs: int = MAX_JOBS
+    max_candidates: int = MAX_JOB_CANDIDATES
 
 
 class Broker:
@@ -51,15 +59,18 @@ class Broker:
         self.registry = Registry(config.heartbeat_s, config.liveness)
         self.metrics = MetricsBook()
         self.outbox = Outbox()
+        self.delivery = Delivery(self._send_now)
+        self.voter = ThreadPoolExecutor(1, thread_name_prefix="vote")
         timeouts = TimeoutPolicy(config.timeout_s, config.first_token_timeout_s,
                                  dict(config.peer_timeouts))
-        self.generate = GenerateService(self.registry, self.metrics, self.outbox, timeouts)
+        self.generate = GenerateService(self.registry, self.metrics, self.outbox, timeouts,
+                                        self.voter, Limits(config.max_jobs, config.max_candidates))
         self.router = Router(self.registry, self.outbox, config.timeout_s)
         self.stats = {"malformed": 0, "errors": 0, "messages": 0}
         self.started_at = time.monotonic()
         self.endpoint: str | None = None
         self.socket: zmq.asyncio.Socket | None = None
-        self._next_heartbeat = 0.0
+        self._sync: zmq.Socket | None = None
 
     def bind(self) -> str:
         """Bind the ROUTER; returns the endpoint actually bound (port resolved)."""
@@ -67,8 +78,10 @@ class Broker:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, F.MAX_MESSAGE_BYTES)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.bind(self.config.bind)
         self.socket = sock
+        self._sync = zmq.Socket.shadow(sock.underlying)  # sends that raise at once, never await
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         log.info("broker listening on %s", self.endpoint)
         return self.endpoint
@@ -76,15 +89,21 @@ class Broker:
     async def run(self) -> None:
         if self.socket is None:
             self.bind()
-        tick_s = min(self.config.heartbeat_s, 0.25)
         try:
             while True:
-                if await self.socket.poll(int(tick_s * 1000), zmq.POLLIN):
+                if await self.socket.poll(int(self._tick_s() * 1000), zmq.POLLIN):
                     await self._drain()
-                self.housekeeping(time.monotonic())
-                await self._flush()
+                now = time.monotonic()
+                self.housekeeping(now)
+                self._flush(now)
         finally:
+            self.voter.shutdown(wait=False, cancel_futures=True)
             self.socket.close(linger=0)
+
+    def _tick_s(self) -> float:
+        if self.delivery.pending or self.generate.busy:
+            return BUSY_TICK_S
+        return min(TICK_MAX_S, self.config.heartbeat_s, self.registry.shortest_interval_s())
 
     async def _drain(self) -> None:
         for _ in range(MAX_BATCH):
@@ -94,12 +113,36 @@ class Broker:
                 return
             self.handle(frames, time.monotonic())
 
-    async def _flush(self) -> None:
-        for frames in self.outbox.drain():
-            try:
-                await self.socket.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.ZMQError as e:  # a peer's queue is full or gone: its loss, not ours
-                log.debug("send to %s failed: %s", frames[0].hex(), e)
+    # -- sending -----------------------------------------------------------------------
+    def _send_now(self, frames: list[bytes]) -> Sent:
+        try:
+            self._sync.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            return Sent.FULL
+        except zmq.ZMQError as e:  # EHOSTUNREACH: that peer has gone
+            if e.errno != zmq.EHOSTUNREACH:
+                log.warning("send to %s failed: %s", frames[0].hex(), e)
+            return Sent.GONE
+        return Sent.OK
+
+    def _flush(self, now: float) -> None:
+        gone = self.delivery.retry()
+        for _ in range(4):  # a gone client's jobs end, which queues a few more messages
+            gone += [i for env in self.outbox.drain() if (i := self.delivery.push(env))]
+            for identity in dict.fromkeys(gone):
+                self._peer_gone(identity, now)
+            gone = []
+            if not self.outbox:
+                return
+
+    def _peer_gone(self, identity: bytes, now: float) -> None:
+        """A send found this peer gone. A worker's loss shows through liveness; a client's
+        jobs stop here, so nobody generates answers that no one will read."""
+        if identity in self.registry:
+            return
+        self._guarded("a gone client", self.generate.cancel_client, identity, now,
+                      reason="the client went away")
+        self.router.client_gone(identity)
 
     # -- one message -------------------------------------------------------------------
     def handle(self, frames: list[bytes], now: float) -> None:
@@ -119,6 +162,10 @@ class Broker:
         except ProtocolError as e:
             self.stats["malformed"] += 1
             log.warning("dropped malformed message from %s: %s", identity.hex(), e)
+            slot = self.registry.get(identity)
+            if slot is not None:  # a confused worker: make it start over (RFC 18)
+                self._guarded("a confused worker", self._disconnect, slot,
+                              f"sent a malformed message ({e})", now)
         except Exception:  # a daemon never dies of a bad message
             self.stats["errors"] += 1
             log.exception("error handling a message from %s", identity.hex())
@@ -131,6 +178,8 @@ class Broker:
                 self.outbox.error(client, delimited, req.service, f"bad request: {e}")
                 return
             self.generate.submit(client, delimited, request, now)
+        elif req.service == F.SERVICE_CANCEL:
+            self._cancel(client, delimited, req, now)
         elif req.service == F.SERVICE_STATUS:
             body = status_map(self.registry, self.metrics, self._broker_info(now))
             self.outbox.reply(client, delimited, req.service, body, final=True)
@@ -141,9 +190,19 @@ class Broker:
         else:
             self.router.submit(client, delimited, req.service, req.body, now)
 
+    def _cancel(self, client: bytes, delimited: bool, req: ClientRequest, now: float) -> None:
+        try:
+            job = body_field(unpack_body(req.body), "job", str, None) if req.body else None
+        except BodyError as e:
+            self.outbox.error(client, delimited, req.service, f"bad request: {e}")
+            return
+        count = self.generate.cancel_client(client, now, job)
+        self.outbox.reply(client, delimited, req.service, {"cancelled": count}, final=True)
+
     def _mmi(self, client: bytes, delimited: bool, req: ClientRequest) -> None:
         wanted = req.body[0] if req.body else b""
-        known = wanted in (F.SERVICE_STATUS, F.MMI_SERVICE) or bool(self.registry.serving(wanted))
+        own = (F.SERVICE_STATUS, F.SERVICE_CANCEL, F.MMI_SERVICE)
+        known = wanted in own or bool(self.registry.serving(wanted))
         self._plain(client, delimited, req.service, b"200" if known else b"404")
 
     def _plain(self, client: bytes, delimited: bool, service: bytes, body: bytes) -> None:
@@ -173,22 +232,33 @@ class Broker:
     def _on_ready(self, identity: bytes, delimited: bool, msg: Ready, slot: Slot | None,
                   now: float) -> None:
         if slot is not None or msg.service.startswith(F.MMI_PREFIX) or \
-                msg.service == F.SERVICE_STATUS:
+                msg.service in (F.SERVICE_STATUS, F.SERVICE_CANCEL):
             if slot is not None:
                 self._disconnect(slot, "sent READY twice", now)
             else:
                 self.outbox.send(identity, delimited, Disconnect())
             return
         try:
-            profile = WorkerProfile.from_frame(msg.profile, identity.hex()[:12])
+            profile = self._unique(WorkerProfile.from_frame(msg.profile, identity.hex()[:12]))
         except BodyError as e:
             self.outbox.send(identity, delimited, Disconnect())
             raise ProtocolError(f"bad READY profile: {e}") from e
-        self.registry.add(identity, msg.service, profile, delimited, now)
+        self.registry.add(identity, msg.service, profile, delimited, now,
+                          anonymous=msg.profile is None)
         self.metrics.peer(profile.name)  # known from now on, also once it is gone
         log.info("worker %s slot %d ready for '%s' (%s, %s)", profile.name, profile.slot,
                  msg.service.decode(), profile.backend, profile.model)
         self._dispatch(now)
+
+    def _unique(self, profile: WorkerProfile) -> WorkerProfile:
+        """Two worker processes that call themselves the same get two peer names."""
+        holder = self.registry.holder(profile.name)
+        if holder is None or holder.node == profile.node_id:
+            return profile
+        name = f"{profile.name}~{profile.node_id[:6]}"
+        log.warning("two workers call themselves '%s' (nodes %s and %s); calling the new one '%s'",
+                    profile.name, holder.node, profile.node_id, name)
+        return replace(profile, name=name)
 
     def _disconnect(self, slot: Slot, reason: str, now: float) -> None:
         self.outbox.send(slot.identity, slot.delimited, Disconnect())
@@ -199,6 +269,10 @@ class Broker:
         log.info("worker %s slot %d gone: %s", slot.peer, slot.profile.slot, reason)
         service = self.generate if slot.service == F.SERVICE_GENERATE else self.router
         service.on_slot_lost(slot, reason, now)
+        live = self.registry.names()
+        if slot.anonymous and slot.peer not in live:
+            self.metrics.forget(slot.peer)
+        self.metrics.trim(live)
 
     def _dispatch(self, now: float) -> None:
         self.generate.dispatch(now)
@@ -206,17 +280,30 @@ class Broker:
 
     # -- housekeeping --------------------------------------------------------------------
     def housekeeping(self, now: float) -> None:
+        """Each step guarded on its own: one failing step never starves the others."""
+        self._guarded("purging silent workers", self._purge, now)
+        for slot in self.registry.beats_due(now):
+            self.outbox.send(slot.identity, slot.delimited, Heartbeat(), droppable=True)
+        self._guarded("job timeouts", self.generate.tick, now)
+        self._guarded("routing timeouts", self._route_tick, now)
+
+    def _purge(self, now: float) -> None:
         for slot in self.registry.purge(now):
-            self._lose(slot, f"went silent for {self.registry.expiry_s:g} s", now)
-        if now >= self._next_heartbeat:
-            for slot in self.registry.all():
-                self.outbox.send(slot.identity, slot.delimited, Heartbeat())
-            self._next_heartbeat = now + self.config.heartbeat_s
-        self.generate.tick(now)
-        self.router.tick(now)
+            self._lose(slot, f"went silent for {slot.expiry_s:g} s", now)
+
+    def _route_tick(self, now: float) -> None:
+        for slot in self.router.tick(now):
+            self._disconnect(slot, "did not answer a routed request in time", now)
+
+    def _guarded(self, what: str, step, *args, **kwargs) -> None:
+        try:
+            step(*args, **kwargs)
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("error in %s", what)
 
     def _broker_info(self, now: float) -> dict:
         return {"version": __version__, "endpoint": self.endpoint,
                 "uptime_s": round(now - self.started_at, 3),
-                "jobs_active": len(self.generate.jobs), **self.stats}
-
+                "jobs_active": len(self.generate.jobs), **self.stats,
+                **self.generate.stats, **self.delivery.stats}

@@ -5,6 +5,10 @@ similarity  medoid: the answer with the highest mean similarity to the others
 weighted    similarity x peer reliability
 first       the fastest valid answer
 Ties go to the more reliable peer, then the faster answer, then the lower candidate index.
+
+The work is bounded whatever the peers send: similarity compares a clipped copy of each
+text (its head and its tail) and answer extraction reads only the tail, so a vote over 64
+candidates of 400 KB costs about what one over short answers does.
 """
 
 from __future__ import annotations
@@ -36,6 +40,15 @@ _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
 _OPTION = re.compile(r"(?i:answer(?: is)?|option)\s*"
                      r"(?:[:=]\s*\(?([A-Ea-e])\)?|\(([A-Ea-e])\)|([A-E]))(?!\w)")
 _SPACE = re.compile(r"\s+")
+CLIP_HEAD, CLIP_TAIL = 1536, 512   # characters of a text that similarity compares
+KEY_TAIL = 4096                    # characters at the end where a final answer is looked for
+
+
+def clip(text: str) -> str:
+    """The head and tail of a long text: what similarity compares."""
+    if len(text) <= CLIP_HEAD + CLIP_TAIL:
+        return text
+    return text[:CLIP_HEAD] + " " + text[-CLIP_TAIL:]
 
 
 def normalise(text: str) -> str:
@@ -44,6 +57,7 @@ def normalise(text: str) -> str:
 
 def answer_key(text: str) -> str:
     """What majority compares: an explicit option, else the final number, else the text."""
+    text = text[-KEY_TAIL:]
     options = _OPTION.findall(text)
     if options:
         return f"option:{''.join(options[-1]).upper()}"
@@ -54,7 +68,7 @@ def answer_key(text: str) -> str:
 
 
 def similarity(a: str, b: str) -> float:
-    return fuzz.ratio(normalise(a), normalise(b)) / 100.0
+    return fuzz.ratio(normalise(clip(a)), normalise(clip(b))) / 100.0
 
 
 def _tie_order(a: Answer) -> tuple[float, float, int]:
@@ -66,11 +80,12 @@ def _best(answers: list[Answer], scores: dict[int, float]) -> int:
 
 
 def majority(answers: list[Answer]) -> Verdict:
-    groups: dict[str, list[Answer]] = defaultdict(list)
-    for a in answers:
-        groups[answer_key(a.text)].append(a)
+    keys = {a.cand: answer_key(a.text) for a in answers}
+    groups: dict[str, int] = defaultdict(int)
+    for key in keys.values():
+        groups[key] += 1
     n = len(answers)
-    scores = {a.cand: len(groups[answer_key(a.text)]) / n for a in answers}
+    scores = {a.cand: groups[keys[a.cand]] / n for a in answers}
     return Verdict(_best(answers, scores), scores, "majority")
 
 
@@ -78,11 +93,12 @@ def medoid_scores(answers: list[Answer]) -> dict[int, float]:
     if len(answers) == 1:
         return {answers[0].cand: 1.0}
     totals = {a.cand: 0.0 for a in answers}
-    for i, a in enumerate(answers):
-        for b in answers[i + 1:]:
-            s = similarity(a.text, b.text)
-            totals[a.cand] += s
-            totals[b.cand] += s
+    texts = [(a.cand, normalise(clip(a.text))) for a in answers]
+    for i, (ca, ta) in enumerate(texts):
+        for cb, tb in texts[i + 1:]:
+            s = fuzz.ratio(ta, tb) / 100.0
+            totals[ca] += s
+            totals[cb] += s
     return {c: t / (len(answers) - 1) for c, t in totals.items()}
 
 

@@ -39,7 +39,7 @@ MMI_SERVICE = b"mmi.service"  # RFC 8: body is a service name, reply "200" or "4
 MMI_PREFIX = b"mmi."
 
 # Limits on what a peer may send us
-MAX_FRAMES = 16
+FRAME_OVERHEAD_BYTES = 64  # what one more frame costs against MAX_BODY_BYTES, even empty
 MAX_SERVICE_BYTES = 255
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_MESSAGE_BYTES = MAX_BODY_BYTES + 64 * 1024  # socket-level cap (ZMQ_MAXMSGSIZE)

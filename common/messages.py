@@ -104,8 +104,6 @@ WorkerMessage = Ready | WorkerRequest | WorkerReply | Heartbeat | Disconnect | C
 
 def split_envelope(frames: list[bytes]) -> tuple[bool, list[bytes]]:
     """Strip an optional empty delimiter before the protocol tag; say whether it was there."""
-    if len(frames) > F.MAX_FRAMES:
-        raise ProtocolError(f"message has {len(frames)} frames, more than {F.MAX_FRAMES}")
     if frames and frames[0] == b"":
         return True, frames[1:]
     return False, frames
@@ -120,7 +118,8 @@ def _service(frame: bytes) -> bytes:
 
 
 def _body(frames: list[bytes]) -> tuple[bytes, ...]:
-    if sum(len(f) for f in frames) > F.MAX_BODY_BYTES:
+    """A body of any number of frames, bounded by size; each frame costs its overhead too."""
+    if sum(len(f) for f in frames) + F.FRAME_OVERHEAD_BYTES * len(frames) > F.MAX_BODY_BYTES:
         raise ProtocolError(f"body is larger than {F.MAX_BODY_BYTES} bytes")
     return tuple(frames)
 

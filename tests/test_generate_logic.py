@@ -49,7 +49,7 @@ class Swarm:
 
     def sent(self) -> list[tuple[bytes, object]]:
         out = []
-        for frames in self.outbox.drain():
+        for frames, _ in self.outbox.drain():
             delimited, msg = decode(frames[1:])
             assert not delimited
             if isinstance(msg, (WorkerRequest, ClientReply)):

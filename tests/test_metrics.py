@@ -10,7 +10,7 @@ from broker.metrics import MetricsBook, PeerMetrics
 
 pytestmark = pytest.mark.timeout(10)
 
-KEYS = {"requests", "successes", "failures", "timeouts", "wins", "latency_mean_s", "latency_p95_s",
+KEYS = {"requests", "successes", "failures", "timeouts", "cancelled", "wins", "latency_mean_s", "latency_p95_s",
         "ttft_mean_s", "tokens_per_s", "reliability", "last_error", "last_error_at"}
 
 

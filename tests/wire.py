@@ -54,17 +54,20 @@ class FakeWorker:
     """A worker that speaks raw MDP/0.2; tests drive it by hand."""
 
     def __init__(self, ctx, endpoint: str, name: str, service: bytes = F.SERVICE_GENERATE,
-                 delimited: bool = False, seed_variation: bool = True):
+                 delimited: bool = False, seed_variation: bool = True, anonymous: bool = False,
+                 **profile):
         self.sock = dealer(ctx, endpoint)
         self.prefix = [b""] if delimited else []
         self.service = service
-        self.profile = WorkerProfile(name=name, node_id=name, seed_variation=seed_variation,
-                                     cancel=True)
+        self.profile = None if anonymous else WorkerProfile(
+            name=name, **{"node_id": name, "seed_variation": seed_variation, "cancel": True,
+                          **profile})
         self.beats: asyncio.Task | None = None
 
     async def ready(self, heartbeat_s: float | None = None) -> None:
         """Send READY; with heartbeat_s, keep sending HEARTBEAT like a live worker would."""
-        await self.send(Ready(self.service, self.profile.to_frame()).to_frames())
+        frame = self.profile.to_frame() if self.profile is not None else None
+        await self.send(Ready(self.service, frame).to_frames())
         if heartbeat_s is not None:
             self.beats = asyncio.create_task(self._beat(heartbeat_s))
 
@@ -97,6 +100,11 @@ class FakeWorker:
 
 def body_of(msg) -> dict:
     return unpack(msg.body[0])
+
+
+async def status(ctx, endpoint: str) -> dict:
+    _, final = await ask_once(ctx, endpoint, F.SERVICE_STATUS, pack({}))
+    return body_of(final)
 
 
 async def ask_once(ctx, endpoint: str, service: bytes, *body: bytes, timeout_s: float = 5.0):

@@ -1,0 +1,59 @@
+"""A finished job's vote and the FINAL bodies the client receives: pure functions.
+
+The vote itself may run off the socket loop (the server hands `vote` to a thread), so it
+works on a snapshot of the answers, never on the live job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from broker.jobs import Job
+from broker.voting import Answer, Verdict
+
+
+def answers(job: Job, reliability: Callable[[str], float]) -> list[Answer]:
+    """A snapshot of the job's finished candidates, for a vote."""
+    return [Answer(c.index, c.text, c.latency_s or 0.0, reliability(c.peer or ""))
+            for c in job.done()]
+
+
+def result_map(job: Job, verdict: Verdict) -> dict[str, Any]:
+    winner = job.candidates[verdict.winner]
+    done = job.done()
+    completion = sum(c.completion_tokens for c in done)
+    prompt = winner.outcome.usage.get("prompt_tokens", 0) if winner.outcome else 0
+    return {
+        "job": job.id,
+        "strategy": verdict.strategy,
+        "winner": {"cand": winner.index, "peer": winner.peer, "text": winner.text,
+                   "finish_reason": winner.outcome.finish_reason if winner.outcome else None},
+        "candidates": [c.to_map() for c in job.candidates],
+        "votes": {str(k): round(v, 4) for k, v in verdict.scores.items()},
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion},
+    }
+
+
+def error_map(job: Job, error: str) -> dict[str, Any]:
+    return {"job": job.id, "error": error, "candidates": [c.to_map() for c in job.candidates],
+            "strategy": job.request.strategy}
+
+
+def all_failed(job: Job) -> str:
+    reasons = "; ".join(sorted({c.error or "failed" for c in job.candidates}))
+    return f"all {len(job.candidates)} candidates failed: {reasons}"
+
+
+class InlineVoter:
+    """Counts a vote at once on the caller's thread (tests, and the fallback)."""
+
+    def submit(self, fn: Callable[..., Verdict], *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as e:  # the future carries it to the caller, like an executor's would
+            future.set_exception(e)
+        return future
