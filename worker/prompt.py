@@ -15,7 +15,7 @@ from collections.abc import Sequence
 ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 # labels base models invent for the two sides of a dialogue
 INVENTED_LABELS = ("Human", "AI", "Customer", "Agent", "Bot", "Client", "Support", "Person",
-                   "Q", "A", "Question", "Answer")
+                   "Student", "Teacher", "Q", "A", "Question", "Answer")
 LABELS = (*ROLE_LABELS.values(), *INVENTED_LABELS)
 TURN_STOPS = tuple(f"\n{label}:" for label in LABELS)
 _HEADS = tuple(f"{label}:" for label in LABELS)
