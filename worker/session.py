@@ -2,13 +2,11 @@
 
 The socket belongs to this session's task alone. Generation runs in the slot's own
 thread; its pieces come back through an asyncio queue, so heartbeats keep flowing while
-the model works. Silence from the broker for `heartbeat_s * liveness`, or a DISCONNECT,
-ends the connection; the session reconnects with back-off doubling up to `reconnect_max_s`,
-back to the minimum only once a broker really accepted it (HEARTBEAT or REQUEST).
-
-No send ever waits: the DEALER queues only to a completed connection (IMMEDIATE) and
-never reconnects by itself (each connection is a new socket), so a PARTIAL the broker
-cannot take is dropped, and nothing of an old request reaches a new broker.
+the model works. Silence for `heartbeat_s * liveness`, or a DISCONNECT, ends the connection;
+the session reconnects with back-off doubling up to `reconnect_max_s`, back to the minimum
+only once a broker accepted it. No send waits: the DEALER queues only to a live connection
+(IMMEDIATE) and never reconnects by itself, so what a broker cannot take is dropped, and
+nothing of an old request reaches a new broker.
 """
 
 from __future__ import annotations
@@ -100,18 +98,16 @@ class WorkerSession:
         self.profile = replace(profile, heartbeat_s=config.heartbeat_s)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"slot{profile.slot}")
         self.connections = 0
-        self.backoff_s = config.reconnect_min_s  # the next pause before reconnecting
+        self.backoff_s = config.reconnect_min_s  # the pause after a refused connection
         self.pauses_s: deque[float] = deque(maxlen=32)  # the latest pauses taken, oldest first
 
     async def run(self) -> None:
         cfg = self.config
         try:
             while True:
-                accepted = await self._connection()
-                if accepted:
-                    self.backoff_s = cfg.reconnect_min_s
-                pause, self.backoff_s = self.backoff_s, (
-                    self.backoff_s if accepted else min(self.backoff_s * 2, cfg.reconnect_max_s))
+                # refused or unheard: the pause doubles; accepted: it starts over
+                pause = cfg.reconnect_min_s if await self._connection() else self.backoff_s
+                self.backoff_s = min(pause * 2, cfg.reconnect_max_s)
                 self.pauses_s.append(pause)
                 log.info("slot %d: reconnecting to %s in %.2g s", self.profile.slot, cfg.broker, pause)
                 await asyncio.sleep(pause)
@@ -121,13 +117,28 @@ class WorkerSession:
     async def _connection(self) -> bool:
         """One connection's life; True if a broker accepted it (the back-off starts over)."""
         sock = self._socket()
-        recv = got = link = None
+        link = None
         try:
             if not await self._register(sock):
                 return False
             link = _Link(self.config.heartbeat_s, self.config.liveness)
-            recv = asyncio.ensure_future(sock.recv_multipart())
-            got = asyncio.ensure_future(link.queue.get())
+            return await self._serve(sock, link)
+        except asyncio.CancelledError:
+            # stopping: say goodbye so the broker re-dispatches now, not after liveness runs out
+            with contextlib.suppress(zmq.ZMQError):  # a plain, synchronous send: no future left behind
+                zmq.Socket.send_multipart(sock, Disconnect().to_frames(), zmq.NOBLOCK)
+            sock.setsockopt(zmq.LINGER, GOODBYE_LINGER_MS)
+            raise
+        finally:
+            if link is not None:
+                self._abandon(link)
+            sock.close()
+
+    async def _serve(self, sock: zmq.asyncio.Socket, link: "_Link") -> bool:
+        """Serve the broker until it says goodbye, falls silent or stops taking FINALs."""
+        recv = asyncio.ensure_future(sock.recv_multipart())
+        got = asyncio.ensure_future(link.queue.get())
+        try:
             while True:
                 await asyncio.wait({recv, got}, timeout=link.wait_s(),
                                    return_when=asyncio.FIRST_COMPLETED)
@@ -144,25 +155,18 @@ class WorkerSession:
                     log.warning("slot %d: broker silent for %g s", self.profile.slot, link.expiry_s)
                     return link.was_accepted()
                 if link.beat_due():
-                    if not _send(sock, Heartbeat().to_frames()):
-                        log.debug("slot %d: the broker cannot take a HEARTBEAT now", self.profile.slot)
+                    _send(sock, Heartbeat().to_frames())  # one the broker cannot take: dropped
                     link.sent_now()
-        except asyncio.CancelledError:
-            # stopping: say goodbye so the broker re-dispatches now, not after liveness runs out
-            with contextlib.suppress(zmq.ZMQError):  # a plain, synchronous send: no future left behind
-                zmq.Socket.send_multipart(sock, Disconnect().to_frames(), zmq.NOBLOCK)
-            sock.setsockopt(zmq.LINGER, GOODBYE_LINGER_MS)
-            raise
         finally:
-            if link is not None and link.work is not None:
-                link.work.cancelled.set()
-            if link is not None and link.dropped:
-                log.info("slot %d: %d PARTIAL(s) dropped: the broker was not taking them",
-                         self.profile.slot, link.dropped)
-            for fut in (recv, got):
-                if fut is not None:
-                    fut.cancel()
-            sock.close()
+            recv.cancel()
+            got.cancel()
+
+    def _abandon(self, link: "_Link") -> None:
+        """The connection is over: stop its request; nothing of it goes to the next one."""
+        if link.work is not None:
+            link.work.cancelled.set()
+        if link.dropped:
+            log.info("slot %d: %d PARTIAL(s) the broker did not take", self.profile.slot, link.dropped)
 
     def _socket(self) -> zmq.asyncio.Socket:
         sock = self.ctx.socket(zmq.DEALER)
@@ -182,8 +186,7 @@ class WorkerSession:
         try:
             await asyncio.wait_for(sock.send_multipart(ready), wait_s)
         except asyncio.TimeoutError:
-            log.info("slot %d: no connection to %s within %g s", self.profile.slot,
-                     self.config.broker, wait_s)
+            log.info("slot %d: no connection to %s in %g s", self.profile.slot, self.config.broker, wait_s)
             return False
         return True
 
@@ -271,8 +274,7 @@ class WorkerSession:
                 log.debug("slot %d: generation failure in detail", self.profile.slot, exc_info=True)
                 outcome = Outcome(task.job, task.cand, error=f"generation failed: {e}")
             if outcome.error is not None and outcome.error_kind == ERROR_REQUEST:
-                log.info("slot %d: job %s cannot be served: %s", self.profile.slot, task.job,
-                         outcome.error)
+                log.info("slot %d: job %s cannot be served: %s", self.profile.slot, task.job, outcome.error)
         put((work, outcome, True))
 
 
