@@ -264,3 +264,26 @@ def test_a_new_broker_gets_nothing_of_the_vanished_brokers_job(ctx):
             finally:
                 new.close()
     run(body())
+
+
+class FailingBackend:
+    name, model = "fake", "fake-model"
+
+    def generate(self, task: Task, emit, cancelled: threading.Event) -> Outcome:
+        raise RuntimeError("llama_decode returned -1")
+
+
+def test_a_failed_generation_is_one_log_line_and_a_peer_error(ctx, caplog):
+    async def body():
+        async with session(ctx, FailingBackend()) as (router, _):
+            identity, _ = await next_msg(router)
+            await router.send_multipart([identity, *request()])
+            _, msg = await next_msg(router)
+            return unpack(msg.body[0])
+    with caplog.at_level("INFO", logger="worker.session"):
+        result = run(body())
+    assert result["error"] == "generation failed: llama_decode returned -1"
+    assert result["error_kind"] == "peer"
+    failed = [r for r in caplog.records if "generation failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is None
+    assert "llama_decode returned -1" in failed[0].getMessage()
