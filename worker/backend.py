@@ -1,21 +1,27 @@
 """Generation backends. They run in a worker thread, never on the event loop.
 
 `generate(task, emit, cancelled)` streams text pieces through `emit` and returns the
-Outcome; it stops early, with finish_reason "cancelled", once `cancelled` is set.
+Outcome; it stops early, with finish_reason "cancelled", once `cancelled` is set. A
+prompt the model cannot take (longer than its context) is the request's fault: an Outcome
+with error_kind "request", not an exception.
 """
+
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from common.bodies import Outcome, Task
+from common.bodies import ERROR_REQUEST, Outcome, Task
 from common.errors import ModelError
-from worker.prompt import stops_for_chat, transcript
+from worker.prompt import LabelStripper, stops_for_chat, transcript
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +43,6 @@ def _quiet_llama_cpp() -> None:
     global _llama_log_callback
     if _llama_log_callback is not None:
         return
-    import ctypes
-
     import llama_cpp
 
     @llama_cpp.llama_log_callback
@@ -49,46 +53,142 @@ def _quiet_llama_cpp() -> None:
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
+def _cpu_has_amx() -> bool:
+    try:
+        return "amx_tile" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _extra_buffers(enabled: bool) -> Iterator[None]:
+    """Load with llama.cpp's extra CPU weight buffers (AMX, repacking) on or off.
+
+    On a CPU that advertises AMX, llama.cpp puts the weights in AMX tiles; in virtual
+    machines that advertise AMX without enabling it, the first decode dies of a general
+    protection fault (seen on our dev machines). Llama() has no argument for it, so its
+    default-parameters function is swapped for the length of one load.
+    """
+    import llama_cpp.llama_cpp as lib
+    if enabled:
+        yield
+        return
+    log.debug("llama.cpp: extra weight buffers off (AMX CPU)")
+    default = lib.llama_model_default_params
+
+    def without_extra_buffers():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = default
+
+
+# llama-cpp-python's own check, for prompts we cannot count (a GGUF chat template formats them)
+_CONTEXT_ERROR = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+
+
+def too_long(task: Task, prompt_tokens: int, n_ctx: int) -> Outcome:
+    return Outcome(task.job, task.cand, error=f"prompt of {prompt_tokens} tokens does not fit "
+                   f"the context window of {n_ctx} tokens", error_kind=ERROR_REQUEST)
+
+
 class LlamaCppBackend:
-    """llama.cpp through llama-cpp-python: one model instance, one slot."""
+    """llama.cpp through llama-cpp-python: one model instance, one slot.
+
+    llama.cpp asks an abort callback between graph nodes; ours answers "stop" once the
+    current request's cancel event is set, so CANCEL also cuts a long prompt evaluation.
+    """
 
     name = "llama.cpp"
 
     def __init__(self, model_path: Path, n_ctx: int = 2048, n_threads: int | None = None,
                  n_gpu_layers: int = 0):
         try:
-            from llama_cpp import Llama
+            import llama_cpp
         except ImportError as e:
             raise ModelError("llama-cpp-python is not installed") from e
         _quiet_llama_cpp()
         try:
-            self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads,
-                             n_gpu_layers=n_gpu_layers, verbose=False)
+            with _extra_buffers(not _cpu_has_amx()):
+                self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx,
+                                           n_threads=n_threads, n_gpu_layers=n_gpu_layers,
+                                           verbose=False)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"cannot load model {model_path}: {e}") from e
         self.model = Path(model_path).stem
+        self.n_ctx = self.llm.n_ctx()
         self.has_template = bool(self.llm.metadata.get("tokenizer.chat_template"))
+        self.aborts = 0  # decodes llama.cpp stopped part-way because the request was cancelled
+        self._cancelled: threading.Event | None = None  # the current request's
+        # referenced as long as self.llm: llama.cpp keeps only the raw function pointer
+        self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)
+        llama_cpp.llama_set_abort_callback(self.llm.ctx, self._abort_callback, ctypes.c_void_p(0))
+
+    def _should_abort(self, _data: ctypes.c_void_p) -> bool:
+        """Called by llama.cpp's compute thread, many times per decode: keep it cheap."""
+        cancelled = self._cancelled
+        if cancelled is None or not cancelled.is_set():
+            return False
+        self.aborts += 1
+        return True
 
     def generate(self, task: Task, emit: Emit, cancelled: threading.Event) -> Outcome:
         start = time.perf_counter()
-        first: float | None = None
+        prompt_tokens = self._prompt_tokens(task)
+        if prompt_tokens >= self.n_ctx:
+            return too_long(task, prompt_tokens, self.n_ctx)
         parts: list[str] = []
+        first: list[float] = []
+
+        def collect(piece: str) -> None:
+            if not first:
+                first.append(time.perf_counter())
+            parts.append(piece)
+            emit(piece)
+
+        self._cancelled = cancelled
+        try:
+            finish = self._run(task, collect, cancelled)
+        except ValueError as e:  # llama-cpp-python's context check, for templated prompts
+            if (m := _CONTEXT_ERROR.search(str(e))) is None:
+                raise
+            return too_long(task, int(m[1]), int(m[2]))
+        except RuntimeError:
+            if not cancelled.is_set():
+                raise
+            self.llm.reset()  # llama.cpp aborted a decode: start the next prompt afresh
+            finish = "cancelled"
+        finally:
+            self._cancelled = None
+        return self._outcome(task, "".join(parts), finish, prompt_tokens, start,
+                             first[0] if first else None)
+
+    def _run(self, task: Task, emit: Emit, cancelled: threading.Event) -> str:
+        """Stream the pieces to `emit`; the finish reason."""
         finish = "length"
+        strip = LabelStripper() if self._uses_transcript(task) else None
         for piece, reason in self._stream(task):
+            if piece and strip is not None:
+                piece = strip.feed(piece)
             if piece:
-                if first is None:
-                    first = time.perf_counter()
-                parts.append(piece)
                 emit(piece)
             if reason:
                 finish = reason
             if cancelled.is_set():
-                finish = "cancelled"
-                break
+                return "cancelled"
+        if strip is not None and (rest := strip.finish()):
+            emit(rest)
+        return finish
+
+    def _outcome(self, task: Task, text: str, finish: str, prompt_tokens: int, start: float,
+                 first: float | None) -> Outcome:
         elapsed = time.perf_counter() - start
-        text = "".join(parts)
         completion = len(self.llm.tokenize(text.encode(), add_bos=False)) if text else 0
-        prompt_tokens = self._prompt_tokens(task)
         gen_s = elapsed - ((first - start) if first else 0.0)
         return Outcome(
             job=task.job, cand=task.cand, text=text, finish_reason=finish,
@@ -99,6 +199,9 @@ class LlamaCppBackend:
                      "tokens_per_s": round(completion / gen_s, 2) if gen_s > 0 and completion else None},
         )
 
+    def _uses_transcript(self, task: Task) -> bool:
+        return task.sampling.messages is not None and not self.has_template
+
     def _prompt(self, task: Task) -> tuple[str, list[str]]:
         s = task.sampling
         if s.prompt is not None:
@@ -106,9 +209,10 @@ class LlamaCppBackend:
         return transcript(s.messages or ()), stops_for_chat(s.stop)
 
     def _prompt_tokens(self, task: Task) -> int:
+        """The prompt's length as llama-cpp-python counts it (with BOS)."""
         if task.sampling.messages is not None and self.has_template:
             return 0  # the chat handler formats the prompt; llama-cpp-python does not expose it
-        return len(self.llm.tokenize(self._prompt(task)[0].encode()))
+        return len(self.llm.tokenize(self._prompt(task)[0].encode(), add_bos=True, special=True))
 
     def _stream(self, task: Task) -> Iterator[tuple[str, str | None]]:
         s = task.sampling

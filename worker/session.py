@@ -2,8 +2,11 @@
 
 The socket belongs to this session's task alone. Generation runs in the slot's own
 thread; its pieces come back through an asyncio queue, so heartbeats keep flowing while
-the model works. Silence from the broker for `heartbeat_s * liveness`, or a DISCONNECT,
-ends the connection; the session reconnects with back-off doubling up to `reconnect_max_s`.
+the model works. Silence for `heartbeat_s * liveness`, or a DISCONNECT, ends the connection;
+the session reconnects with back-off doubling up to `reconnect_max_s`, back to the minimum
+only once a broker accepted it. No send waits: the DEALER queues only to a live connection
+(IMMEDIATE) and never reconnects by itself, so what a broker cannot take is dropped, and
+nothing of an old request reaches a new broker.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, replace
 
 import zmq
 import zmq.asyncio
 
 from common import frames as F
-from common.bodies import Chunk, Outcome, Task
+from common.bodies import ERROR_REQUEST, Chunk, Outcome, Task
 from common.codec import pack, unpack_body
 from common.errors import ProtocolError
 from common.messages import (Cancel, Disconnect, Heartbeat, Ready, WorkerReply, WorkerRequest,
@@ -31,6 +35,7 @@ from worker.backend import Backend
 log = logging.getLogger(__name__)
 
 GOODBYE_LINGER_MS = 200
+SEND_HWM = 100  # messages queued per connection; past that, PARTIALs are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +63,11 @@ class _Link:
         self.expiry_s = heartbeat_s * liveness
         self.queue: asyncio.Queue = asyncio.Queue()  # (work, Chunk | Outcome, final) from the thread
         self.work: _Work | None = None
-        self.heard = False
+        self.heard = False     # the broker said anything at all
+        self.accepted = False  # the broker sent a HEARTBEAT or a REQUEST: it took us on
+        self.dropped = 0       # PARTIALs the broker could not take
         now = time.monotonic()
+        self.started = now
         self.expires_at, self.next_beat = now + self.expiry_s, now + heartbeat_s
 
     def wait_s(self) -> float:
@@ -78,52 +86,43 @@ class _Link:
     def beat_due(self) -> bool:
         return time.monotonic() >= self.next_beat
 
+    def was_accepted(self) -> bool:
+        """Whether a broker took this connection on: it said so, or kept it for a liveness."""
+        return self.accepted or (self.heard and time.monotonic() - self.started >= self.expiry_s)
+
 
 class WorkerSession:
     def __init__(self, ctx: zmq.asyncio.Context, config: SessionConfig, profile: WorkerProfile,
                  backend: Backend):
-        self.ctx, self.config, self.profile, self.backend = ctx, config, profile, backend
+        self.ctx, self.config, self.backend = ctx, config, backend
+        self.profile = replace(profile, heartbeat_s=config.heartbeat_s)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"slot{profile.slot}")
         self.connections = 0
+        self.backoff_s = config.reconnect_min_s  # the pause after a refused connection
+        self.pauses_s: deque[float] = deque(maxlen=32)  # the latest pauses taken, oldest first
 
     async def run(self) -> None:
-        delay = self.config.reconnect_min_s
+        cfg = self.config
         try:
             while True:
-                heard = await self._connection()
-                delay = self.config.reconnect_min_s if heard else min(delay * 2, self.config.reconnect_max_s)
-                log.info("slot %d: reconnecting to %s in %.2g s", self.profile.slot,
-                         self.config.broker, delay)
-                await asyncio.sleep(delay)
+                # refused or unheard: the pause doubles; accepted: it starts over
+                pause = cfg.reconnect_min_s if await self._connection() else self.backoff_s
+                self.backoff_s = min(pause * 2, cfg.reconnect_max_s)
+                self.pauses_s.append(pause)
+                log.info("slot %d: reconnecting to %s in %.2g s", self.profile.slot, cfg.broker, pause)
+                await asyncio.sleep(pause)
         finally:
             self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _connection(self) -> bool:
-        """One connection's life; True if the broker ever spoke on it."""
+        """One connection's life; True if a broker accepted it (the back-off starts over)."""
         sock = self._socket()
-        link = _Link(self.config.heartbeat_s, self.config.liveness)
-        recv = got = None
+        link = None
         try:
-            await sock.send_multipart(Ready(self.config.service, self.profile.to_frame()).to_frames())
-            recv = asyncio.ensure_future(sock.recv_multipart())
-            got = asyncio.ensure_future(link.queue.get())
-            while True:
-                await asyncio.wait({recv, got}, timeout=link.wait_s(),
-                                   return_when=asyncio.FIRST_COMPLETED)
-                if recv.done():
-                    frames, recv = recv.result(), asyncio.ensure_future(sock.recv_multipart())
-                    link.heard_now()
-                    if self._on_broker(frames, link):
-                        return link.heard
-                if got.done():
-                    item, got = got.result(), asyncio.ensure_future(link.queue.get())
-                    await self._forward(sock, link, *item)
-                if link.broker_silent():
-                    log.warning("slot %d: broker silent for %g s", self.profile.slot, link.expiry_s)
-                    return link.heard
-                if link.beat_due():
-                    await sock.send_multipart(Heartbeat().to_frames())
-                    link.sent_now()
+            if not await self._register(sock):
+                return False
+            link = _Link(self.config.heartbeat_s, self.config.liveness)
+            return await self._serve(sock, link)
         except asyncio.CancelledError:
             # stopping: say goodbye so the broker re-dispatches now, not after liveness runs out
             with contextlib.suppress(zmq.ZMQError):  # a plain, synchronous send: no future left behind
@@ -131,31 +130,85 @@ class WorkerSession:
             sock.setsockopt(zmq.LINGER, GOODBYE_LINGER_MS)
             raise
         finally:
-            if link.work is not None:
-                link.work.cancelled.set()
-            for fut in (recv, got):
-                if fut is not None:
-                    fut.cancel()
+            if link is not None:
+                self._abandon(link)
             sock.close()
+
+    async def _serve(self, sock: zmq.asyncio.Socket, link: "_Link") -> bool:
+        """Serve the broker until it says goodbye, falls silent or stops taking FINALs."""
+        recv = asyncio.ensure_future(sock.recv_multipart())
+        got = asyncio.ensure_future(link.queue.get())
+        try:
+            while True:
+                await asyncio.wait({recv, got}, timeout=link.wait_s(),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if recv.done():
+                    frames, recv = recv.result(), asyncio.ensure_future(sock.recv_multipart())
+                    link.heard_now()
+                    if self._on_broker(frames, link):
+                        return link.was_accepted()
+                if got.done():
+                    item, got = got.result(), asyncio.ensure_future(link.queue.get())
+                    if not self._forward(sock, link, *item):
+                        return link.was_accepted()
+                if link.broker_silent():
+                    log.warning("slot %d: broker silent for %g s", self.profile.slot, link.expiry_s)
+                    return link.was_accepted()
+                if link.beat_due():
+                    _send(sock, Heartbeat().to_frames())  # one the broker cannot take: dropped
+                    link.sent_now()
+        finally:
+            recv.cancel()
+            got.cancel()
+
+    def _abandon(self, link: "_Link") -> None:
+        """The connection is over: stop its request; nothing of it goes to the next one."""
+        if link.work is not None:
+            link.work.cancelled.set()
+        if link.dropped:
+            log.info("slot %d: %d PARTIAL(s) the broker did not take", self.profile.slot, link.dropped)
 
     def _socket(self) -> zmq.asyncio.Socket:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, F.MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.IMMEDIATE, 1)         # queue only to a completed connection
+        sock.setsockopt(zmq.RECONNECT_IVL, -1)    # one socket, one connection: we reconnect
+        sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         sock.connect(self.config.broker)
         self.connections += 1
         return sock
 
-    async def _forward(self, sock, link: "_Link", owner: _Work, out: Chunk | Outcome,
-                       final: bool) -> None:
-        """Send a generated piece or outcome; pieces of an abandoned request are dropped."""
+    async def _register(self, sock: zmq.asyncio.Socket) -> bool:
+        """Send READY once the connection is up; False if it is not up within a liveness."""
+        wait_s = self.config.heartbeat_s * self.config.liveness
+        ready = Ready(self.config.service, self.profile.to_frame()).to_frames()
+        try:
+            await asyncio.wait_for(sock.send_multipart(ready), wait_s)
+        except asyncio.TimeoutError:
+            log.info("slot %d: no connection to %s in %g s", self.profile.slot, self.config.broker, wait_s)
+            return False
+        return True
+
+    def _forward(self, sock, link: "_Link", owner: _Work, out: Chunk | Outcome,
+                 final: bool) -> bool:
+        """Send a piece or outcome of the request in flight, never waiting; pieces of an
+        abandoned request are dropped. False when a FINAL could not go: start over."""
         if owner is not link.work:
-            return
-        reply = WorkerReply(owner.client, (pack(out.to_map()),), final)
-        await sock.send_multipart(reply.to_frames())
-        link.sent_now()  # a reply counts as a heartbeat
+            return True
         if final:
             link.work = None
+        if _send(sock, WorkerReply(owner.client, (pack(out.to_map()),), final).to_frames()):
+            link.sent_now()  # a reply counts as a heartbeat
+            return True
+        if not final:
+            link.dropped += 1
+            log.debug("slot %d: dropped a PARTIAL of job %s: the broker is not taking it",
+                      self.profile.slot, out.job)
+            return True
+        log.warning("slot %d: the broker is not taking the FINAL of job %s; reconnecting",
+                    self.profile.slot, out.job)
+        return False
 
     def _on_broker(self, frames: list[bytes], link: "_Link") -> bool:
         """Handle one broker message; True when the connection must start over."""
@@ -168,6 +221,8 @@ class WorkerSession:
         if isinstance(msg, Disconnect):
             log.info("slot %d: broker sent DISCONNECT", self.profile.slot)
             return True
+        if isinstance(msg, (Heartbeat, WorkerRequest)):
+            link.accepted = True
         if isinstance(msg, Cancel):
             if link.work is not None:
                 link.work.cancelled.set()
@@ -215,9 +270,22 @@ class WorkerSession:
             try:
                 outcome = self.backend.generate(task, emit, work.cancelled)
             except Exception as e:  # the model failed on this input: say so, keep serving
-                log.exception("slot %d: generation failed", self.profile.slot)
+                log.warning("slot %d: generation failed: %s", self.profile.slot, e)
+                log.debug("slot %d: generation failure in detail", self.profile.slot, exc_info=True)
                 outcome = Outcome(task.job, task.cand, error=f"generation failed: {e}")
+            if outcome.error is not None and outcome.error_kind == ERROR_REQUEST:
+                log.info("slot %d: job %s cannot be served: %s", self.profile.slot, task.job, outcome.error)
         put((work, outcome, True))
+
+
+def _send(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:
+    """Send now or not at all: False when the connection cannot take it (gone, or full)."""
+    sent = sock.send_multipart(frames, zmq.NOBLOCK)  # a future that is already done
+    try:
+        sent.result()
+    except zmq.Again:
+        return False
+    return True
 
 
 def unpack_body_loose(body: tuple[bytes, ...]) -> dict:
