@@ -181,11 +181,11 @@ def test_client_reports_a_timed_out_job(procs, model_path):
     with pytest.raises(RequestFailed, match="deadline|timed out"):
         run(SwarmClient(f"tcp://127.0.0.1:{port}").generate(request, 0.5), 20.0)
     # the broker CANCELled the 2000-token candidate: the only slot is free for the next job at
-    # once, where it would otherwise be busy for about 40 s
+    # once, where it would otherwise be busy for about 40 s here (minutes on a slow machine);
+    # 8 tokens take a second even there, so 30 s is no race
     r = ask("--broker", f"tcp://127.0.0.1:{port}", "--json", "--candidates", "1",
-            "--max-tokens", "8", "--timeout-s", "60", "Say hello.")
+            "--max-tokens", "8", "--timeout-s", "30", "Say hello.")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["candidates"][0]["attempts"] == 1
 
 
 def test_a_stopped_worker_says_goodbye(procs, model_path):
