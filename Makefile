@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/loop_stall.py
 
 clean:
 	rm -rf $(VENV) *.egg-info
