@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rapidfuzz import fuzz  # noqa: E402
 
-from broker.generate import GenerateService, Limits, TimeoutPolicy  # noqa: E402
+from broker.generate import GenerateService  # noqa: E402
+from broker.policy import Limits, TimeoutPolicy  # noqa: E402
 from broker.metrics import MetricsBook  # noqa: E402
 from broker.outbox import Outbox  # noqa: E402
 from broker.registry import Registry  # noqa: E402

@@ -15,17 +15,16 @@ from __future__ import annotations
 import logging
 import os
 import random
-import heapq
-import itertools
 from collections import defaultdict
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 
 from broker import scheduler
 from broker.jobs import CANCELLED, DONE, FAILED, RUNNING, Candidate, Job
 from broker.metrics import MetricsBook
 from broker.outbox import Outbox
+from broker.policy import MAX_ATTEMPTS, MAX_TEXT_CHARS, Limits, TimeoutPolicy
 from broker.registry import Registry, Slot
+from broker.rotation import Rotation
 from broker.timers import Timers
 from broker.verdicts import InlineVoter, all_failed, answers, error_map, result_map
 from broker.voting import vote
@@ -37,32 +36,6 @@ from common.messages import Cancel, WorkerReply, WorkerRequest
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 2  # a failed candidate may be re-dispatched once elsewhere
-MAX_TEXT_CHARS = 4 * 1024 * 1024  # one candidate's streamed text; beyond it the peer is wrong
-MAX_JOBS = 1000
-MAX_JOB_CANDIDATES = 16384  # of all jobs in flight together
-
-
-@dataclass(slots=True)
-class TimeoutPolicy:
-    """Per-peer timeouts: peer override > worker hint > broker default."""
-
-    default_s: float = 60.0
-    first_token_s: float | None = None
-    overrides: dict[str, float] = field(default_factory=dict)
-
-    def total_s(self, slot: Slot) -> float:
-        return self.overrides.get(slot.peer) or slot.profile.timeout_s or self.default_s
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """How much the broker takes on before it answers "busy"."""
-
-    max_jobs: int = MAX_JOBS
-    max_candidates: int = MAX_JOB_CANDIDATES
-
-
 class GenerateService:
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
                  timeouts: TimeoutPolicy, voter=None, limits: Limits = Limits()):
@@ -70,8 +43,7 @@ class GenerateService:
         self.voter = voter or InlineVoter()
         self.limits = limits
         self.jobs: dict[str, Job] = {}
-        self.rotation: list[tuple[int, int, str]] = []  # heap: (started, order, job id)
-        self._order = itertools.count()
+        self.rotation = Rotation()              # jobs with candidates waiting for a slot
         self.by_client: dict[bytes, set[str]] = defaultdict(set)
         self.timers = Timers()
         self.votes: dict[str, Future] = {}
@@ -130,9 +102,8 @@ class GenerateService:
 
     # -- dispatch ----------------------------------------------------------------------
     def _enqueue(self, job: Job) -> None:
-        if not job.queued and job.next_pending() is not None:
-            job.queued = True
-            heapq.heappush(self.rotation, (job.started, next(self._order), job.id))
+        if job.next_pending() is not None:
+            self.rotation.push(job)
 
     def dispatch(self, now: float) -> None:
         """Place waiting candidates on idle slots, fewest-started job first."""
@@ -142,10 +113,9 @@ class GenerateService:
         serving: list[Slot] | None = None
         waiting: list[Job] = []  # placeable, but not on any slot idle now
         while idle and self.rotation:
-            job = self.jobs.get(heapq.heappop(self.rotation)[2])
+            job = self.rotation.pop(self.jobs)
             if job is None or job.voting:
                 continue
-            job.queued = False
             cand = job.next_pending()
             if cand is None:
                 continue

@@ -18,7 +18,8 @@ import zmq
 import zmq.asyncio
 
 from broker.delivery import Delivery, Sent
-from broker.generate import MAX_JOB_CANDIDATES, MAX_JOBS, GenerateService, Limits, TimeoutPolicy
+from broker.generate import GenerateService
+from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS, Limits, TimeoutPolicy
 from broker.metrics import MetricsBook
 from broker.outbox import Outbox
 from broker.registry import Registry, Slot

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.generate import GenerateService, TimeoutPolicy
+from broker.generate import GenerateService
+from broker.policy import TimeoutPolicy
 from broker.metrics import MetricsBook
 from broker.outbox import Outbox
 from broker.registry import Registry
