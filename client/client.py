@@ -63,8 +63,8 @@ class Link:
             again = " (it came back, but without the request)" if self.back else ""
             return f"lost the broker at {self.broker} mid-request{again}"
         if not self.connected:
-            return (f"could not connect to the broker at {self.broker} within the "
-                    f"{self.connect_s:g} s connect timeout (is swarm-broker running there?)")
+            return (f"the broker at {self.broker} could not be reached within {self.connect_s:g} s "
+                    "(the connect timeout; is swarm-broker running there?)")
         return f"the broker at {self.broker} sent no final answer within {self.reply_s:g} s"
 
 
