@@ -67,7 +67,8 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("question", nargs=-1)
 @click.option("--broker", default=F.DEFAULT_BROKER_CONNECT, show_default=True, envvar=BROKER_ENV,
-              show_envvar=True, callback=connect_endpoint, help="Broker endpoint (tcp://HOST:PORT).")
+              show_envvar=True, callback=connect_endpoint,
+              help="Broker endpoint (tcp://HOST:PORT).")
 @click.option("--candidates", "-k", type=click.IntRange(1, MAX_CANDIDATES), default=3,
               show_default=True, help="Answers to gather; candidate i uses seed + i.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="similarity", show_default=True,

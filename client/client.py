@@ -93,7 +93,7 @@ class SwarmClient:
             try:
                 return await _exchange(sock, monitor, service, link, on_partial)
             except asyncio.CancelledError:
-                if link.connected and link.lost_at is None:
+                if link.lost_at is None:  # connected, or about to be: the request may be queued
                     await _cancel(sock)
                 raise
 
@@ -172,7 +172,8 @@ async def _cancel(sock: zmq.asyncio.Socket) -> None:
     """Ask the broker to drop this socket's jobs, and give it a moment to say it did."""
     sock.setsockopt(zmq.LINGER, CANCEL_LINGER_MS)
     try:
-        await sock.send_multipart(ClientRequest(F.SERVICE_CANCEL, (pack({}),)).to_frames())
+        await sock.send_multipart(ClientRequest(F.SERVICE_CANCEL, (pack({}),)).to_frames(),
+                                  flags=zmq.NOBLOCK)
         deadline = time.monotonic() + CANCEL_WAIT_S
         while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
             if not await sock.poll(left_ms, zmq.POLLIN):

@@ -49,7 +49,7 @@ def test_unreachable_broker_gives_up_after_the_connect_timeout():
 def test_broker_killed_mid_job_is_reported_at_once(procs):
     # Given a broker whose only worker takes the job and holds it
     port = free_port()
-    broker = procs.broker(port)
+    broker = procs.broker(port, "--liveness", "25")  # a loaded machine may delay a beat
     worker = HoldingWorker(f"tcp://127.0.0.1:{port}", "holder", float(FAST_HB))
     try:
         wait_for_peers(port, {"holder"})
