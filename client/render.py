@@ -174,8 +174,10 @@ def peers_table(peers: list[dict[str, Any]], console: Console) -> None:
     table = Table(header_style="bold", box=None, width=min(console.width, WIDTH))
     for col in ("peer", "state", "busy", "req", "ok", "fail", "wins", "p95 s", "tok/s",
                 "last error"):
-        table.add_column(col, no_wrap=True, overflow="ellipsis",
-                         justify="left" if col in ("peer", "state", "last error") else "right")
+        text = col in ("peer", "last error")
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=16 if text else None,
+                         min_width=None if text else len(col),
+                         justify="left" if text or col == "state" else "right")
     for p in peers:
         m = p.get("metrics") if isinstance(p.get("metrics"), dict) else {}
         live = p.get("live") is True

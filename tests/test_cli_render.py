@@ -80,3 +80,19 @@ def test_other_strategies_print_the_winner_after_the_vote():
     s = Streamer(out, live=False)
     s.on_event(event("token", 0, text="ignored"))
     assert s.finish(final(0, "  Paris.\n")) is None and out.getvalue() == "Paris.\n"
+
+
+def test_peers_table_on_an_80_column_terminal_keeps_the_numbers():
+    from rich.console import Console
+
+    from client.render import peers_table
+    from tests.test_cli_input import _peer
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=True, color_system=None)
+    peers_table([_peer("gpu-box-with-a-long-name", True, "x" * 200),
+                 _peer("phone", False, "went silent")], console)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert "p95 s" in lines[0] and "tok/s" in lines[0]
+    assert "2.25" in lines[1] and "42.5" in lines[1]
+    assert "lost" in lines[2]
