@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import click
 
 from broker.server import Broker, BrokerConfig
 from common import frames as F
 from common import logs
+from common.cli_types import bind_endpoint, seconds, version_option
+from common.profile import MAX_HEARTBEAT_S
 from common.runner import run_until_signalled
 
 log = logging.getLogger(__name__)
@@ -17,31 +20,32 @@ log = logging.getLogger(__name__)
 def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
     out = {}
     for value in values:
-        name, sep, seconds = value.partition("=")
+        name, sep, secs = value.partition("=")
         try:
-            out[name] = float(seconds)
+            out[name] = float(secs)
         except ValueError:
             sep = ""
-        if not sep or not name or out.get(name, 0) <= 0:
+        if not sep or not name or not math.isfinite(out.get(name, 0)) or out.get(name, 0) <= 0:
             raise click.BadParameter(f"'{value}' is not NAME=SECONDS with SECONDS > 0",
                                      param_hint="--peer-timeout")
     return out
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--bind", default=F.DEFAULT_BROKER_BIND, show_default=True,
-              help="ZeroMQ endpoint for clients and workers.")
-@click.option("--heartbeat-s", type=click.FloatRange(min=0.01), default=F.DEFAULT_HEARTBEAT_S,
+@click.option("--bind", default=F.DEFAULT_BROKER_BIND, show_default=True, callback=bind_endpoint,
+              help="ZeroMQ endpoint for clients and workers (tcp://HOST:PORT, HOST * for all).")
+@click.option("--heartbeat-s", type=seconds(hi=MAX_HEARTBEAT_S), default=F.DEFAULT_HEARTBEAT_S,
               show_default=True, help="Heartbeat interval.")
 @click.option("--liveness", type=click.IntRange(min=1), default=F.DEFAULT_LIVENESS,
               show_default=True, help="Missed heartbeats before a worker is dead.")
-@click.option("--timeout-s", type=click.FloatRange(min=0.01), default=F.DEFAULT_TIMEOUT_S,
+@click.option("--timeout-s", type=seconds(), default=F.DEFAULT_TIMEOUT_S,
               show_default=True, help="Default per-peer and per-job timeout.")
-@click.option("--first-token-timeout-s", type=click.FloatRange(min=0.01), default=None,
+@click.option("--first-token-timeout-s", type=seconds(), default=None,
               help="Fail a candidate whose first token takes longer than this.")
 @click.option("--peer-timeout", multiple=True, metavar="NAME=SECONDS",
               help="Per-peer timeout override (repeatable).")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@version_option("swarm-broker")
 def main(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s, peer_timeout, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     logs.setup(verbose + 1)

@@ -3,44 +3,86 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import sys
+from collections.abc import Iterator
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
-from client.client import SwarmClient
-from client.local import local_swarm
-from client.render import Progress, json_result, peers_table, summary
+from client.chat import Messages, chat
+from client.client import CONNECT_TIMEOUT_S, SwarmClient
+from client.local import local_swarm_thread
+from client.render import Progress, Streamer, json_result, peer_lines, peers_table, summary
 from common import frames as F
 from common import logs
-from common.endpoints import click_connect
-from common.bodies import STRATEGIES, GenerateRequest, Sampling
+from common.bodies import MAX_CANDIDATES, MAX_TOKENS, STRATEGIES, GenerateRequest, Sampling
+from common.cli_types import BROKER_ENV, FiniteFloat, connect_endpoint, seconds, version_option
 from common.errors import SwarmError
 from worker.model_files import resolve_model
 
+EXIT_INTERRUPTED = 130
 
-def _question(question: str | None) -> str:
-    if question is None or question == "-":
-        question = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
-    question = question.strip()
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Session:
+    """What every question of one run shares: where to ask, how, and how to show it."""
+
+    client: SwarmClient
+    template: GenerateRequest
+    raw: bool
+    as_json: bool
+    chatting: bool = False
+    verbose: bool = False
+
+
+def _question(words: tuple[str, ...], as_json: bool) -> str | None:
+    """The question from the words (joined), or stdin; None means: chat on this terminal."""
+    question = " ".join(words).strip()
+    if not words or words == ("-",):
+        if sys.stdin is not None and sys.stdin.isatty():
+            if words or as_json:
+                raise click.UsageError("no question given: pass it as an argument or on stdin")
+            return None
+        question = sys.stdin.read().strip() if sys.stdin is not None else ""
     if not question:
         raise click.UsageError("no question given: pass it as an argument or on stdin")
     return question
 
 
+def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
+    given = {name for name in ("model_path", "instances")
+             if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    if given and not local:
+        raise click.UsageError("--model and --instances only apply with --local")
+    if peers and local:
+        raise click.UsageError("--peers asks a running broker; it cannot be used with --local")
+    if peers and ctx.params["question"]:
+        raise click.UsageError("--peers takes no question")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("question", required=False)
-@click.option("--broker", default=F.DEFAULT_BROKER_CONNECT, show_default=True,
-              callback=click_connect, help="Broker endpoint.")
-@click.option("--candidates", "-n", type=click.IntRange(1, 64), default=3, show_default=True)
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="similarity", show_default=True)
-@click.option("--max-tokens", type=click.IntRange(1, 32768), default=128, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0.0, 2.0), default=0.7, show_default=True)
+@click.argument("question", nargs=-1)
+@click.option("--broker", default=F.DEFAULT_BROKER_CONNECT, show_default=True, envvar=BROKER_ENV,
+              show_envvar=True, callback=connect_endpoint,
+              help="Broker endpoint (tcp://HOST:PORT).")
+@click.option("--candidates", "-k", type=click.IntRange(1, MAX_CANDIDATES), default=3,
+              show_default=True, help="Answers to gather; candidate i uses seed + i.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="similarity", show_default=True,
+              help="How the winner is chosen (first: the fastest, streamed as it is written).")
+@click.option("--max-tokens", "-n", type=click.IntRange(1, MAX_TOKENS), default=128,
+              show_default=True, help="Most tokens each candidate may write.")
+@click.option("--temperature", type=FiniteFloat(0.0, 2.0), default=0.7, show_default=True,
+              help="Sampling temperature (0: greedy).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None,
               help="Base seed; candidate i uses seed + i.")
-@click.option("--timeout-s", type=click.FloatRange(min=0.01), default=60.0, show_default=True,
+@click.option("--timeout-s", type=seconds(), default=60.0, show_default=True,
               help="Give up on the job after this long.")
+@click.option("--connect-timeout-s", type=seconds(hi=3600.0), default=CONNECT_TIMEOUT_S,
+              show_default=True, help="Give up reaching the broker after this long.")
 @click.option("--raw", is_flag=True, help="Send the text as a raw completion prompt (no chat).")
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -50,46 +92,100 @@ def _question(question: str | None) -> str:
               help="With --local: GGUF model [default: the bundled Gemma 3 270M].")
 @click.option("--instances", type=click.IntRange(1, 16), default=1, show_default=True,
               help="With --local: model instances (slots).")
-@click.option("-v", "--verbose", count=True)
-def main(question, broker, candidates, strategy, max_tokens, temperature, seed, timeout_s, raw,
-         stop, as_json, peers, local, model_path, instances, verbose):
-    """Ask the swarm QUESTION (or stdin) and print the winning answer."""
+@click.option("-v", "--verbose", count=True, help="Log what the client does (-vv for debug).")
+@version_option("swarm-ask")
+@click.pass_context
+def main(ctx, question, broker, candidates, strategy, max_tokens, temperature, seed, timeout_s,
+         connect_timeout_s, raw, stop, as_json, peers, local, model_path, instances, verbose):
+    """Ask the swarm QUESTION (the words are joined; none: stdin, or a chat on a terminal)."""
+    _check_usage(ctx, peers, local)
+    text = None if peers else _question(question, as_json)
+    if text is None and raw and not peers:
+        raise click.UsageError("--raw needs a question")
     logs.setup(verbose, quiet=not verbose)
+    sampling = Sampling(prompt="", max_tokens=max_tokens, temperature=temperature, stop=tuple(stop))
+    template = GenerateRequest(sampling, candidates, strategy, seed, timeout_s,
+                               stream="winner" if as_json else "progress")
     try:
-        if peers:
-            asyncio.run(_peers(broker, as_json, timeout_s))
-            return
-        text = _question(question)
-        sampling = Sampling(prompt=text if raw else None,
-                            messages=None if raw else ({"role": "user", "content": text},),
-                            max_tokens=max_tokens, temperature=temperature, stop=tuple(stop))
-        request = GenerateRequest(sampling, candidates, strategy, seed, timeout_s,
-                                  stream="winner" if as_json else "progress")
-        model = resolve_model(model_path) if local else None
-        result = asyncio.run(_ask(broker, request, timeout_s, local, model, instances, as_json))
+        with _endpoint(broker, local, model_path, instances, timeout_s) as endpoint:
+            client = SwarmClient(endpoint, connect_timeout_s=connect_timeout_s)
+            session = Session(client, template, raw, as_json, text is None, verbose > 0)
+            if peers:
+                asyncio.run(_peers(client, as_json, timeout_s))
+            elif text is None:
+                chat(lambda messages: _answer(session, messages))
+            else:
+                _answer(session, text)
     except SwarmError as e:
         raise click.ClickException(str(e)) from e
-    if as_json:
-        click.echo(json.dumps(json_result(result), indent=2))
+    except KeyboardInterrupt:
+        click.echo("\nswarm-ask: cancelled", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _endpoint(broker: str, local: bool, model_path: str | None, instances: int,
+              timeout_s: float) -> Iterator[str]:
+    if not local:
+        _say(f"connecting to {broker}...")
+        yield broker
+        return
+    model = resolve_model(model_path)
+    _say("starting a local swarm...")
+    with local_swarm_thread(model, instances, timeout_s=timeout_s) as endpoint:
+        yield endpoint
+
+
+def _say(line: str) -> None:
+    """A word for a person waiting at a terminal; nothing in pipes and logs."""
+    if sys.stderr is not None and sys.stderr.isatty():
+        click.echo(line, err=True)
+
+
+def _answer(session: Session, question: str | Messages) -> str:
+    """Ask one question (text, or a chat's whole conversation); print and return the winner."""
+    sampling = session.template.sampling
+    if isinstance(question, str) and session.raw:
+        sampling = dataclasses.replace(sampling, prompt=question, messages=None)
     else:
+        turns = ({"role": "user", "content": question},) if isinstance(question, str) else question
+        sampling = dataclasses.replace(sampling, prompt=None, messages=turns)
+    request = dataclasses.replace(session.template, sampling=sampling)
+    if session.as_json:
+        result = asyncio.run(session.client.generate(request, request.timeout_s))
+        click.echo(json.dumps(json_result(result), indent=2))
+        return result["winner"]["text"]
+    result = asyncio.run(_watched(session, request))
+    if not session.chatting or session.verbose:
         click.echo(summary(result), err=True)
-        click.echo(result["winner"]["text"].strip())
+    return result["winner"]["text"]
 
 
-async def _ask(broker, request, timeout_s, local, model, instances, as_json) -> dict:
-    if local:
-        async with local_swarm(model, instances, timeout_s=timeout_s) as endpoint:
-            return await _ask(endpoint, request, timeout_s, False, None, 1, as_json)
-    client = SwarmClient(broker)
-    if as_json:
-        return await client.generate(request, timeout_s)
-    with Progress() as progress:
-        return await client.generate(request, timeout_s, progress.on_event)
+async def _watched(session: Session, request: GenerateRequest) -> dict:
+    """generate with the progress view on stderr and the winner's text on stdout."""
+    streaming = request.strategy == "first"
+    streamer = Streamer(sys.stdout, live=streaming)
+    one_terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    with Progress(quiet=streaming and one_terminal, transient=session.chatting) as progress:
+        def on_event(event: dict) -> None:
+            progress.on_event(event)
+            streamer.on_event(event)
+        try:
+            result = await session.client.generate(request, request.timeout_s, on_event)
+        finally:
+            if streamer.shown:
+                sys.stdout.flush()
+    note = streamer.finish(result)
+    if note:
+        click.echo(f"note: {note}", err=True)
+    return result
 
 
-async def _peers(broker: str, as_json: bool, timeout_s: float) -> None:
-    status = await SwarmClient(broker).status(min(timeout_s, 10.0))
+async def _peers(client: SwarmClient, as_json: bool, timeout_s: float) -> None:
+    status = await client.status(min(timeout_s, 10.0))
     if as_json:
         click.echo(json.dumps(status["peers"], indent=2))
-    else:
+    elif sys.stdout.isatty():
         peers_table(status["peers"], Console())
+    else:
+        click.echo("\n".join(peer_lines(status["peers"])))

@@ -8,11 +8,13 @@ down cleanly afterwards.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import zmq.asyncio
@@ -57,3 +59,32 @@ async def _until_ready(broker: Broker, slots: int) -> None:
         if time.monotonic() > deadline:
             raise RequestFailed(f"the local worker did not register within {READY_TIMEOUT_S:g} s")
         await asyncio.sleep(0.01)
+
+
+@contextlib.contextmanager
+def local_swarm_thread(model_path: Path, instances: int = 1,
+                       timeout_s: float = 60.0) -> Iterator[str]:
+    """local_swarm on its own thread and event loop, so each question may run its own loop
+    (and a Ctrl-C in one question does not tear the swarm down); yields the endpoint."""
+    ready: concurrent.futures.Future[str] = concurrent.futures.Future()
+    stop: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def serve() -> None:
+        stop.append((asyncio.get_running_loop(), asyncio.Event()))
+        try:
+            async with local_swarm(model_path, instances, timeout_s=timeout_s) as endpoint:
+                ready.set_result(endpoint)
+                await stop[0][1].wait()
+        except BaseException as e:  # hand any failure to the waiting thread, as one error
+            if not ready.done():
+                ready.set_exception(e)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), name="local-swarm", daemon=True)
+    thread.start()
+    try:
+        yield ready.result()
+    finally:
+        if stop:
+            loop, event = stop[0]
+            loop.call_soon_threadsafe(event.set)
+        thread.join(READY_TIMEOUT_S)

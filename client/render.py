@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, TextIO
 
@@ -10,18 +11,21 @@ from rich.live import Live
 from rich.table import Table
 
 _SNIPPET = 48
+EVENTS = ("dispatched", "token", "retry", "done", "failed", "cancelled")
+WIDTH = 80  # --peers never draws wider than this
 
 
 class Progress:
     """Per-candidate state from the broker's progress events, drawn live on a TTY."""
 
-    def __init__(self, stream: TextIO = sys.stderr, live: bool | None = None):
-        self.stream = stream
+    def __init__(self, stream: TextIO = sys.stderr, live: bool | None = None,
+                 quiet: bool = False, transient: bool = False):
+        self.stream, self.quiet = stream, quiet
         self.rows: dict[int, dict[str, Any]] = {}
         self.console = Console(file=stream, stderr=stream is sys.stderr)
         use_live = self.console.is_terminal if live is None else live
-        self.live = Live(self._table(), console=self.console, transient=False,
-                         refresh_per_second=12) if use_live else None
+        self.live = Live(self._table(), console=self.console, transient=transient,
+                         refresh_per_second=12) if use_live and not quiet else None
 
     def __enter__(self) -> "Progress":
         if self.live:
@@ -34,26 +38,25 @@ class Progress:
             self.live.__exit__(*exc)
 
     def on_event(self, event: dict[str, Any]) -> None:
-        cand = event.get("cand")
-        if not isinstance(cand, int):
-            return
+        cand, kind = event.get("cand"), event.get("event")
+        if not _is_count(cand) or kind not in EVENTS:
+            return  # events come from the network: ignore what we cannot place
         row = self.rows.setdefault(cand, {"peer": "", "state": "", "tokens": 0, "text": ""})
-        kind = event.get("event")
-        row["peer"] = event.get("peer") or row["peer"]
-        row["tokens"] = event.get("tokens", row["tokens"])
+        row["peer"] = _text(event.get("peer")) or row["peer"]
+        row["tokens"] = event["tokens"] if _is_count(event.get("tokens")) else row["tokens"]
+        text = _text(event.get("text"))
         if kind == "token":
             # keep only a tail: the view shows the last _SNIPPET characters of each answer
-            tail = (row["text"] + str(event.get("text", "")))[-4 * _SNIPPET:]
-            row["state"], row["text"] = "streaming", tail
+            row["state"], row["text"] = "streaming", (row["text"] + text)[-4 * _SNIPPET:]
         elif kind in ("dispatched", "retry"):
-            row["state"], row["text"] = ("running", "") if kind == "dispatched" else ("retrying", "")
-        elif kind in ("done", "failed"):
+            row["state"], row["text"] = ("running" if kind == "dispatched" else "retrying"), ""
+        else:  # done, failed, cancelled (the vote no longer needed it: not a failure)
             row["state"] = kind
             if kind == "failed":
-                row["text"] = str(event.get("text", ""))
+                row["text"] = text
         if self.live:
             self.live.update(self._table())
-        elif kind in ("dispatched", "done", "failed", "retry"):
+        elif kind != "token" and not self.quiet:
             detail = f" ({row['text']})" if kind in ("failed", "retry") else ""
             print(f"candidate {cand} on {row['peer']}: {kind}, {row['tokens']} tokens{detail}",
                   file=self.stream, flush=True)
@@ -70,42 +73,138 @@ class Progress:
         return table
 
 
+class Streamer:
+    """Writes the winner's text to `out` as it is written, when the strategy lets us know it.
+
+    With `first`, the first candidate that streams is shown token by token; the FINAL then
+    says who won. Token events may have been shed on the way, so what was shown is checked
+    against the winner's text, and the whole text follows when they differ.
+    """
+
+    def __init__(self, out: TextIO, live: bool):
+        self.out, self.live = out, live
+        self.cand: int | None = None
+        self.shown = ""
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        cand, text = event.get("cand"), event.get("text")
+        if not self.live or event.get("event") != "token" or not _is_count(cand) \
+                or not isinstance(text, str) or self.cand not in (None, cand):
+            return
+        self.cand = cand
+        piece = text if self.shown.strip() else text.lstrip()
+        self.shown += text
+        if piece:
+            self.out.write(piece)
+            self.out.flush()
+
+    def finish(self, result: dict[str, Any]) -> str | None:
+        """Write what is not on screen yet; returns a note for stderr when text was redone."""
+        winner = result["winner"]
+        text, note = winner["text"], None
+        if self.cand is None or not self.shown.strip():
+            self.out.write(text.strip() + "\n")
+        elif winner["cand"] == self.cand and text.startswith(self.shown):
+            self.out.write(text[len(self.shown):].rstrip() + "\n")
+        else:
+            self.out.write("\n" + text.strip() + "\n")
+            note = (f"the winner is candidate {winner['cand']}, not the streamed candidate "
+                    f"{self.cand}: its whole text follows" if winner["cand"] != self.cand else
+                    "some streamed text was lost on the way: the whole answer follows")
+        self.out.flush()
+        return note
+
+
 def summary(result: dict[str, Any]) -> str:
     w = result["winner"]
-    cands = result["candidates"]
-    ok = sum(1 for c in cands if c["ok"])
-    score = result["votes"].get(str(w["cand"]))
-    return (f"winner: candidate {w['cand']} from {w['peer']} ({result['strategy']} "
-            f"score {score}), {ok}/{len(cands)} candidates ok")
+    cands = _maps(result.get("candidates"))
+    ok = sum(1 for c in cands if c.get("ok") is True)
+    votes = result.get("votes") if isinstance(result.get("votes"), dict) else {}
+    score = votes.get(str(w["cand"]))
+    return (f"winner: candidate {w['cand']} from {_text(w.get('peer')) or '?'} "
+            f"({_text(result.get('strategy')) or '?'} score {score}), "
+            f"{ok}/{len(cands)} candidates ok")
 
 
 def json_result(result: dict[str, Any]) -> dict[str, Any]:
     """The `--json` shape: winner {text, peer, candidate}, candidates, strategy, votes."""
     w = result["winner"]
     return {
-        "winner": {"text": w["text"], "peer": w["peer"], "candidate": w["cand"]},
-        "candidates": [{"candidate": c["cand"], "peer": c["peer"], "text": c["text"],
-                        "ok": c["ok"], "error": c["error"], "latency_s": c["latency_s"],
-                        "tokens": c["tokens"]} for c in result["candidates"]],
-        "strategy": result["strategy"],
-        "votes": result["votes"],
+        "winner": {"text": w["text"], "peer": w.get("peer"), "candidate": w["cand"]},
+        "candidates": [{"candidate": c.get("cand"), "peer": c.get("peer"), "text": c.get("text"),
+                        "ok": c.get("ok"), "error": c.get("error"),
+                        "latency_s": c.get("latency_s"), "tokens": c.get("tokens")}
+                       for c in _maps(result.get("candidates"))],
+        "strategy": result.get("strategy"),
+        "votes": result.get("votes", {}),
         "usage": result.get("usage", {}),
     }
 
 
-def peers_table(peers: list[dict[str, Any]], console: Console) -> None:
-    table = Table(header_style="bold")
-    for col in ("peer", "live", "slots", "backend", "model", "req", "ok", "fail", "timeouts",
-                "wins", "mean s", "ttft s", "last error"):
-        table.add_column(col)
+def _maps(x: Any) -> list[dict[str, Any]]:
+    return [c for c in x if isinstance(c, dict)] if isinstance(x, list) else []
+
+
+def peer_lines(peers: list[dict[str, Any]]) -> list[str]:
+    """--peers as plain text: a few lines per peer, none wider than WIDTH; dead peers `lost`."""
+    if not peers:
+        return ["no workers"]
+    lines = []
     for p in peers:
-        m, prof = p["metrics"], p["profile"] or {}
-        table.add_row(p["name"], "yes" if p["live"] else "no", f"{p['busy']}/{p['slots']}",
-                      prof.get("backend", ""), prof.get("model", ""), str(m["requests"]),
-                      str(m["successes"]), str(m["failures"]), str(m["timeouts"]), str(m["wins"]),
-                      _num(m["latency_mean_s"]), _num(m["ttft_mean_s"]), m["last_error"] or "")
+        m = p.get("metrics") if isinstance(p.get("metrics"), dict) else {}
+        prof = p.get("profile") if isinstance(p.get("profile"), dict) else {}
+        state = (f"live, {_int(p.get('busy'))}/{_int(p.get('slots'))} slots busy"
+                 if p.get("live") is True else "lost")
+        what = " ".join(x for x in (_text(prof.get("backend")), _text(prof.get("model"))) if x)
+        lines.append(f"{_text(p.get('name')) or '?'}: {state}" + (f", {what}" if what else ""))
+        lines.append(f"  {_int(m.get('requests'))} req, {_int(m.get('successes'))} ok, "
+                     f"{_int(m.get('failures'))} failed ({_int(m.get('timeouts'))} timeouts), "
+                     f"{_int(m.get('wins'))} wins; p95 {_num(m.get('latency_p95_s'))} s, "
+                     f"{_num(m.get('tokens_per_s'), 1)} tok/s")
+        if _text(m.get("last_error")):
+            lines.append(f"  last error: {_text(m.get('last_error'))}")
+    return [_clip(line) for line in lines]
+
+
+def peers_table(peers: list[dict[str, Any]], console: Console) -> None:
+    """--peers on a terminal: one row a peer, fitted to at most WIDTH columns."""
+    if not peers:
+        console.print("no workers")
+        return
+    table = Table(header_style="bold", box=None, width=min(console.width, WIDTH))
+    for col in ("peer", "state", "busy", "req", "ok", "fail", "wins", "p95 s", "tok/s",
+                "last error"):
+        text = col in ("peer", "last error")
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=16 if text else None,
+                         min_width=None if text else len(col),
+                         justify="left" if text or col == "state" else "right")
+    for p in peers:
+        m = p.get("metrics") if isinstance(p.get("metrics"), dict) else {}
+        live = p.get("live") is True
+        table.add_row(_text(p.get("name")) or "?", "live" if live else "lost",
+                      f"{_int(p.get('busy'))}/{_int(p.get('slots'))}" if live else "-",
+                      *(_int(m.get(k)) for k in ("requests", "successes", "failures", "wins")),
+                      _num(m.get("latency_p95_s")), _num(m.get("tokens_per_s"), 1),
+                      _text(m.get("last_error")))
     console.print(table)
 
 
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
+def _is_count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31
+
+
+def _text(x: Any) -> str:
+    return " ".join(x.split()) if isinstance(x, str) else ""
+
+
+def _int(x: Any) -> str:
+    return str(x) if _is_count(x) else "-"
+
+
+def _num(x: Any, digits: int = 2) -> str:
+    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return f"{x:.{digits}f}" if ok else "-"
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= WIDTH else line[:WIDTH - 3] + "..."

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import socket
+from collections.abc import Iterator
 
 import click
 
 from common import frames as F
 from common import logs
-from common.endpoints import click_connect
+from common.cli_types import BROKER_ENV, connect_endpoint, seconds, version_option
 from common.errors import SwarmError
-from common.profile import default_name
+from common.profile import MAX_HEARTBEAT_S, default_name
 from common.runner import run_until_signalled
 from worker.backend import LlamaCppBackend
 from worker.model_files import resolve_model
@@ -23,7 +26,8 @@ log = logging.getLogger(__name__)
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--broker", default=F.DEFAULT_BROKER_CONNECT, show_default=True,
-              callback=click_connect, help="Broker endpoint.")
+              envvar=BROKER_ENV, show_envvar=True, callback=connect_endpoint,
+              help="Broker endpoint (tcp://HOST:PORT).")
 @click.option("--name", default=None, help="Peer name shown in metrics [default: host name].")
 @click.option("--model", "model_path", default=None, metavar="PATH",
               help="GGUF model file [default: the bundled Gemma 3 270M].")
@@ -37,22 +41,25 @@ log = logging.getLogger(__name__)
               help="CPU threads per instance [default: llama.cpp's choice].")
 @click.option("--gpu-layers", type=int, default=0, show_default=True,
               help="Layers to offload to the GPU (-1: all).")
-@click.option("--timeout-hint-s", type=click.FloatRange(min=0.01), default=None,
+@click.option("--timeout-hint-s", type=seconds(), default=None,
               help="Per-candidate timeout this worker asks the broker for.")
-@click.option("--heartbeat-s", type=click.FloatRange(min=0.01), default=F.DEFAULT_HEARTBEAT_S,
-              show_default=True)
+@click.option("--heartbeat-s", type=seconds(hi=MAX_HEARTBEAT_S), default=F.DEFAULT_HEARTBEAT_S,
+              show_default=True, help="Heartbeat interval this worker beats at and expects.")
 @click.option("--liveness", type=click.IntRange(min=1), default=F.DEFAULT_LIVENESS,
-              show_default=True)
-@click.option("--reconnect-s", type=click.FloatRange(min=0.01), default=F.RECONNECT_MIN_S,
+              show_default=True, help="Missed broker heartbeats before reconnecting.")
+@click.option("--reconnect-s", type=seconds(hi=F.RECONNECT_MAX_S), default=F.RECONNECT_MIN_S,
               show_default=True, help="First reconnect back-off; doubles up to 32 s.")
-@click.option("-v", "--verbose", count=True)
+@click.option("-v", "--verbose", count=True, help="More logging (-v for debug).")
+@version_option("swarm-worker")
 def main(broker, name, model_path, instances, seed_variation, n_ctx, threads, gpu_layers,
          timeout_hint_s, heartbeat_s, liveness, reconnect_s, verbose):
     """Serve a local model to a Swarm broker."""
     logs.setup(verbose + 1)
     try:
-        path = resolve_model(model_path)
-        backends = [LlamaCppBackend(path, n_ctx, threads, gpu_layers) for _ in range(instances)]
+        with _killable():
+            path = resolve_model(model_path)
+            log.info("loading %d instance(s) of %s", instances, path)
+            backends = [LlamaCppBackend(path, n_ctx, threads, gpu_layers) for _ in range(instances)]
     except SwarmError as e:
         raise click.ClickException(str(e)) from e
     profile = node_profile(name or default_name(), backends[0], instances, seed_variation,
@@ -62,3 +69,18 @@ def main(broker, name, model_path, instances, seed_variation, n_ctx, threads, gp
                            reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S))
     run_until_signalled(WorkerNode(config, profile, backends).run())
     log.info("worker stopped")
+
+
+@contextlib.contextmanager
+def _killable() -> Iterator[None]:
+    """SIGINT and SIGTERM end the process at once while llama.cpp loads a model.
+
+    The load runs in C, where Python's handlers cannot run (a Ctrl-C would wait for it, or be
+    swallowed by the log callback); the default disposition lets the kernel end us instead.
+    """
+    saved = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

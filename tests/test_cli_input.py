@@ -1,0 +1,155 @@
+"""The three CLIs as a user meets them: bad input is exit 2 with one sentence before anything
+starts; --version; joined words, -k/-n and SWARM_BROKER reach the broker; --peers reads well
+in a pipe. A raw fake broker on loopback stands in where only the wire matters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from common import __version__
+from common import frames as F
+from tests.cli_fakes import FakeBroker, winner_final
+from tests.conftest import BIN
+
+
+def cli(*args: str, env: dict | None = None, input: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,
+                          timeout=60, input=input, env={**os.environ, **(env or {})})
+
+
+def assert_usage_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, r.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+@pytest.fixture
+def fake():
+    answers = {F.SERVICE_GENERATE: [(winner_final("Rayleigh scattering."), True)]}
+    broker = FakeBroker(lambda seen: answers.get(seen.service, []))
+    broker.answers = answers
+    yield broker
+    broker.close()
+
+
+# -- 15: bad input -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bind, words", [
+    ("tcp://127.0.0.1:99999", ["99999", "between 0 and 65535"]),
+    ("127.0.0.1:7557", ["tcp://HOST:PORT"]),
+])
+def test_broker_refuses_a_bad_bind(bind, words):
+    assert_usage_error(cli("swarm-broker", "--bind", bind), "--bind", *words)
+
+
+@pytest.mark.parametrize("args", [
+    ("swarm-broker", "--heartbeat-s", "nan"),
+    ("swarm-broker", "--timeout-s", "inf"),
+    ("swarm-broker", "--first-token-timeout-s", "-inf"),
+    ("swarm-broker", "--peer-timeout", "w1=nan"),
+    ("swarm-worker", "--heartbeat-s", "nan"),
+    ("swarm-worker", "--timeout-hint-s", "inf"),
+    ("swarm-worker", "--reconnect-s", "nan"),
+    ("swarm-ask", "--temperature", "nan", "hi"),
+    ("swarm-ask", "--timeout-s", "inf", "hi"),
+    ("swarm-ask", "--connect-timeout-s", "nan", "hi"),
+])
+def test_nan_and_inf_are_refused_everywhere(args):
+    # before, these got past parsing: a traceback, or a worker and broker that ran on
+    assert_usage_error(cli(*args), args[1])
+
+
+@pytest.mark.parametrize("args", [
+    ("swarm-broker", "--heartbeat-s", "1e9"),
+    ("swarm-ask", "--temperature", "3", "hi"),
+    ("swarm-worker", "--heartbeat-s", "0"),
+])
+def test_floats_out_of_range_are_refused(args):
+    assert_usage_error(cli(*args), args[1])
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--model", "x.gguf", "hi"), ["--local"]),
+    (("--instances", "2", "hi"), ["--local"]),
+    (("--local", "--peers"), ["--peers", "--local"]),
+])
+def test_ask_options_that_need_another_are_usage_errors(args, words):
+    assert_usage_error(cli("swarm-ask", "--broker", "tcp://127.0.0.1:1", *args), *words)
+
+
+# -- 16: words, short options, environment, --version --------------------------------------
+
+@pytest.mark.parametrize("tool", ["swarm-ask", "swarm-broker", "swarm-worker"])
+def test_every_tool_has_version_and_help_for_every_option(tool):
+    r = cli(tool, "--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"{tool} {__version__}"
+    help_text = cli(tool, "--help").stdout
+    options = [line.split()[0] for line in help_text.splitlines()
+               if line.strip().startswith("-")]
+    assert options, help_text
+    lines = help_text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith("-"):  # an option's help is on its line or the next
+            rest = line.strip().split("  ", 1)[1:] or [lines[i + 1].strip()]
+            assert rest[0].strip(), f"{tool}: no help for {line.strip()}"
+
+
+def test_ask_joins_the_words_and_takes_k_and_n(fake):
+    r = cli("swarm-ask", "--broker", fake.endpoint, "-k", "2", "-n", "7",
+            "Why", "is", "the", "sky", "blue")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "Rayleigh scattering."
+    body = fake.wait_for(F.SERVICE_GENERATE)[0].body
+    assert body["messages"] == [{"role": "user", "content": "Why is the sky blue"}]
+    assert body["candidates"] == 2 and body["max_tokens"] == 7
+
+
+def test_broker_address_from_the_environment_and_the_option_wins(fake):
+    r = cli("swarm-ask", "Hello?", env={"SWARM_BROKER": fake.endpoint})
+    assert r.returncode == 0, r.stderr
+    r = cli("swarm-ask", "--broker", fake.endpoint, "--connect-timeout-s", "2", "Hello?",
+            env={"SWARM_BROKER": "tcp://127.0.0.1:1"})
+    assert r.returncode == 0, r.stderr
+    assert len(fake.wait_for(F.SERVICE_GENERATE, 2)) == 2
+    # the worker reads it too: a bad one is named as coming from the environment
+    assert_usage_error(cli("swarm-worker", env={"SWARM_BROKER": "nowhere"}), "SWARM_BROKER")
+
+
+# -- 17: --peers ---------------------------------------------------------------------------
+
+def _peer(name: str, live: bool, error: str | None = None) -> dict:
+    metrics = {"requests": 12, "successes": 11, "failures": 1, "timeouts": 1, "wins": 4,
+               "latency_mean_s": 1.5, "latency_p95_s": 2.25, "ttft_mean_s": 0.1,
+               "tokens_per_s": 42.5, "reliability": 0.9, "last_error": error,
+               "last_error_at": None}
+    profile = {"name": name, "backend": "llama.cpp", "model": "gemma-3-270m-q4_k_m" * 3}
+    return {"name": name, "live": live, "slots": 2 if live else 0, "busy": 1 if live else 0,
+            "services": ["generate"], "profile": profile if live else None, "metrics": metrics}
+
+
+def test_peers_in_a_pipe_fit_80_columns_show_p95_and_rate_and_mark_the_lost(fake):
+    peers = [_peer("gpu-box-with-a-rather-long-host-name-indeed", True, "x" * 200),
+             _peer("laptop", True), _peer("phone", False, "went silent for 3 s")]
+    fake.answers[F.SERVICE_STATUS] = [({"broker": {}, "peers": peers}, True)]
+    r = cli("swarm-ask", "--broker", fake.endpoint, "--peers")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert "\x1b" not in r.stdout  # plain text in a pipe
+    assert "p95 2.25 s" in r.stdout and "42.5 tok/s" in r.stdout
+    phone = [line for line in lines if line.startswith("phone")]
+    assert phone and "lost" in phone[0]
+    assert all("lost" not in line for line in lines if line.startswith(("gpu-box", "laptop")))
+
+
+def test_peers_says_no_workers(fake):
+    fake.answers[F.SERVICE_STATUS] = [({"broker": {}, "peers": []}, True)]
+    r = cli("swarm-ask", "--broker", fake.endpoint, "--peers")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "no workers"
