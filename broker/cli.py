@@ -7,6 +7,7 @@ import math
 
 import click
 
+from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS
 from broker.server import Broker, BrokerConfig
 from common import frames as F
 from common import logs
@@ -44,13 +45,18 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
               help="Fail a candidate whose first token takes longer than this.")
 @click.option("--peer-timeout", multiple=True, metavar="NAME=SECONDS",
               help="Per-peer timeout override (repeatable).")
+@click.option("--max-jobs", type=click.IntRange(1, 1_000_000), default=MAX_JOBS, show_default=True,
+              help="Jobs in flight before new ones are refused as busy.")
+@click.option("--max-candidates", type=click.IntRange(1, 10_000_000), default=MAX_JOB_CANDIDATES,
+              show_default=True, help="Candidates of all jobs in flight before new jobs are refused.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @version_option("swarm-broker")
-def main(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s, peer_timeout, verbose):
+def main(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s, peer_timeout, max_jobs,
+         max_candidates, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     logs.setup(verbose + 1)
     config = BrokerConfig(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s,
-                          _peer_timeouts(peer_timeout))
+                          _peer_timeouts(peer_timeout), max_jobs, max_candidates)
     broker = Broker(config)
     try:
         broker.bind()

@@ -286,3 +286,28 @@ def test_a_waiting_request_is_not_starved_by_a_big_job_on_the_wire(ctx):
             for s in (worker, big, small):
                 s.close()
     run(body())
+
+
+def test_swarm_broker_max_jobs_refuses_the_next_job_as_busy(ctx, procs):
+    from tests.conftest import free_port
+    port = free_port()
+    procs.broker(port, "--max-jobs", "1")
+    endpoint = f"tcp://127.0.0.1:{port}"
+
+    async def body():
+        worker = FakeWorker(ctx, endpoint, "holder", heartbeat_s=0.2)
+        await worker.ready(heartbeat_s=0.2)  # the broker process may still be starting
+        first = dealer(ctx, endpoint)
+        for _ in range(100):  # until the broker knows the worker: no job is refused for lack
+            _, final = await ask_once(ctx, endpoint, F.MMI_SERVICE, b"generate", timeout_s=10.0)
+            if final.body == (b"200",):
+                break
+            await asyncio.sleep(0.1)
+        await first.send_multipart(ask({"prompt": "x", "candidates": 1}))
+        await worker.next(timeout_s=10.0)  # the worker holds job 1
+        _, final = await ask_once(ctx, endpoint, F.SERVICE_GENERATE,
+                                  pack({"prompt": "y", "candidates": 1}), timeout_s=10.0)
+        assert "busy" in body_of(final)["error"]
+        worker.close()
+        first.close()
+    run(body())
