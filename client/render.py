@@ -58,7 +58,8 @@ class Progress:
             self.live.update(self._table())
         elif kind != "token" and not self.quiet:
             detail = f" ({row['text']})" if kind in ("failed", "retry") else ""
-            print(f"candidate {cand} on {row['peer']}: {kind}, {row['tokens']} tokens{detail}",
+            where = f" on {row['peer']}" if row["peer"] else ""
+            print(f"candidate {cand}{where}: {kind}, {row['tokens']} tokens{detail}",
                   file=self.stream, flush=True)
 
     def _table(self) -> Table:

@@ -22,6 +22,8 @@ def test_cancelled_is_a_state_of_its_own():
     progress.on_event(event("cancelled", tokens=5))
     assert progress.rows[0]["state"] == "cancelled" and progress.rows[0]["tokens"] == 5
     assert "candidate 0 on w1: cancelled, 5 tokens" in out.getvalue()
+    progress.on_event(event("cancelled", cand=1, peer=None))  # it never started anywhere
+    assert "candidate 1: cancelled, 0 tokens" in out.getvalue()
 
 
 @pytest.mark.parametrize("odd", [
