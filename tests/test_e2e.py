@@ -169,6 +169,47 @@ def test_local_runs_a_whole_swarm_in_one_process():
     out = json.loads(r.stdout)
     assert [c["ok"] for c in out["candidates"]] == [True, True]
     assert out["winner"]["peer"] == "local"
+    assert "Traceback" not in r.stderr  # the worker's goodbye, sent as all of it stops
+
+
+def test_local_chat_answers_two_turns_and_leaves_cleanly():
+    """The chat on the real model, on a pseudo-terminal as a person would type it."""
+    import os
+    import pty
+    import subprocess
+    from tests.conftest import BIN
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(BIN / "swarm-ask"), "--local", "-k", "2", "-n", "12"],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+
+    def until(marker: bytes, count: int) -> None:
+        nonlocal seen
+        while seen.count(marker) < count:
+            chunk = os.read(master, 4096)
+            assert chunk, f"swarm-ask ended early: {seen.decode(errors='replace')}"
+            seen += chunk
+
+    try:
+        until(b">>> ", 1)
+        os.write(master, b"What is the capital of France?\n")
+        until(b">>> ", 2)
+        os.write(master, b"And of Italy?\n")
+        until(b">>> ", 3)
+        os.write(master, b"/bye\n")
+        assert proc.wait(60) == 0
+        try:
+            while chunk := os.read(master, 4096):
+                seen += chunk
+        except OSError:  # the terminal closed with the process
+            pass
+    finally:
+        proc.kill()
+        os.close(master)
+    text = seen.decode(errors="replace")
+    assert text.count(">>> ") == 3  # two answers, each followed by the next prompt
+    assert "Traceback" not in text and "never retrieved" not in text
 
 
 def test_client_reports_a_timed_out_job(procs, model_path):

@@ -125,8 +125,8 @@ class WorkerSession:
             return await self._serve(sock, link)
         except asyncio.CancelledError:
             # stopping: say goodbye so the broker re-dispatches now, not after liveness runs out
-            with contextlib.suppress(zmq.ZMQError):  # a plain, synchronous send: no future left behind
-                zmq.Socket.send_multipart(sock, Disconnect().to_frames(), zmq.NOBLOCK)
+            with contextlib.suppress(zmq.ZMQError):  # now or never: the broker may be gone too
+                _send(sock, Disconnect().to_frames())
             sock.setsockopt(zmq.LINGER, GOODBYE_LINGER_MS)
             raise
         finally:
