@@ -21,6 +21,7 @@ from typing import Protocol
 
 from common.bodies import ERROR_REQUEST, Outcome, Task
 from common.errors import ModelError
+from worker.cpu_probe import extra_buffers_work
 from worker.prompt import LabelStripper, stops_for_chat, transcript
 
 log = logging.getLogger(__name__)
@@ -53,21 +54,12 @@ def _quiet_llama_cpp() -> None:
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
-def _cpu_has_amx() -> bool:
-    try:
-        return "amx_tile" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def _extra_buffers(enabled: bool) -> Iterator[None]:
     """Load with llama.cpp's extra CPU weight buffers (AMX, repacking) on or off.
 
-    On a CPU that advertises AMX, llama.cpp puts the weights in AMX tiles; in virtual
-    machines that advertise AMX without enabling it, the first decode dies of a general
-    protection fault (seen on our dev machines). Llama() has no argument for it, so its
-    default-parameters function is swapped for the length of one load.
+    Where they crash (worker/cpu_probe.py), they are turned off. Llama() has no argument
+    for it, so its default-parameters function is swapped for the length of one load.
     """
     import llama_cpp.llama_cpp as lib
     if enabled:
@@ -114,7 +106,7 @@ class LlamaCppBackend:
             raise ModelError("llama-cpp-python is not installed") from e
         _quiet_llama_cpp()
         try:
-            with _extra_buffers(not _cpu_has_amx()):
+            with _extra_buffers(extra_buffers_work(Path(model_path))):
                 self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx,
                                            n_threads=n_threads, n_gpu_layers=n_gpu_layers,
                                            verbose=False)
