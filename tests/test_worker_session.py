@@ -16,7 +16,7 @@ import zmq
 from common import frames as F
 from common.bodies import Outcome, Sampling, Task
 from common.codec import pack, unpack
-from common.messages import Cancel, Disconnect, Heartbeat, Ready, WorkerRequest, decode
+from common.messages import Cancel, Disconnect, Heartbeat, Ready, WorkerReply, WorkerRequest, decode
 from common.profile import WorkerProfile
 from tests.conftest import run
 from worker.session import SessionConfig, WorkerSession
@@ -219,6 +219,29 @@ def test_a_broker_that_stops_reading_does_not_block_the_worker(ctx):
             while worker.connections < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert worker.connections >= 2, "the worker never noticed the silence"
+    run(body())
+
+
+def test_a_broker_that_reads_late_but_lives_still_gets_the_final(ctx):
+    async def body():
+        # Given a broker that is busy for a while: it beats but does not read, so the
+        # worker's send queue fills and the FINAL cannot go at once
+        backend = FloodBackend(pieces=3000, size=32 * 1024)
+        async with session(ctx, backend, liveness=20, router_hwm=1) as (router, worker):
+            identity, _ = await next_msg(router)
+            await router.send_multipart([identity, *request()])
+            for _ in range(20):
+                await router.send_multipart([identity, *Heartbeat().to_frames()])
+                await asyncio.sleep(HB)
+            # When it reads again, Then the FINAL is there, on the same connection
+            deadline = time.monotonic() + 30.0
+            final = None
+            while final is None and time.monotonic() < deadline:
+                _, msg = await next_msg(router, timeout_s=10.0)
+                if isinstance(msg, WorkerReply) and msg.final:
+                    final = unpack(msg.body[0])
+            assert final is not None and final["text"] == "done"
+            assert worker.connections == 1
     run(body())
 
 

@@ -5,8 +5,9 @@ thread; its pieces come back through an asyncio queue, so heartbeats keep flowin
 the model works. Silence for `heartbeat_s * liveness`, or a DISCONNECT, ends the connection;
 the session reconnects with back-off doubling up to `reconnect_max_s`, back to the minimum
 only once a broker accepted it. No send waits: the DEALER queues only to a live connection
-(IMMEDIATE) and never reconnects by itself, so what a broker cannot take is dropped, and
-nothing of an old request reaches a new broker.
+(IMMEDIATE) and never reconnects by itself, so a PARTIAL a broker cannot take is dropped,
+a FINAL is retried every few milliseconds for as long as the broker is alive, and nothing
+of an old request reaches a new broker.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from worker.backend import Backend
 log = logging.getLogger(__name__)
 
 GOODBYE_LINGER_MS = 200
-SEND_HWM = 100  # messages queued per connection; past that, PARTIALs are dropped
+SEND_HWM = 1000  # messages queued per connection; past that, PARTIALs are dropped
+RETRY_S = 0.005  # how soon a FINAL the broker could not take yet is sent again
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +68,14 @@ class _Link:
         self.heard = False     # the broker said anything at all
         self.accepted = False  # the broker sent a HEARTBEAT or a REQUEST: it took us on
         self.dropped = 0       # PARTIALs the broker could not take
+        self.unsent: list[bytes] | None = None  # a FINAL waiting for room on the connection
         now = time.monotonic()
         self.started = now
         self.expires_at, self.next_beat = now + self.expiry_s, now + heartbeat_s
 
     def wait_s(self) -> float:
-        return max(0.0, min(self.next_beat, self.expires_at) - time.monotonic())
+        wait = max(0.0, min(self.next_beat, self.expires_at) - time.monotonic())
+        return min(wait, RETRY_S) if self.unsent is not None else wait
 
     def heard_now(self) -> None:
         self.heard = True
@@ -142,6 +146,9 @@ class WorkerSession:
             while True:
                 await asyncio.wait({recv, got}, timeout=link.wait_s(),
                                    return_when=asyncio.FIRST_COMPLETED)
+                if link.unsent is not None and _send(sock, link.unsent):
+                    link.unsent = None
+                    link.sent_now()
                 if recv.done():
                     frames, recv = recv.result(), asyncio.ensure_future(sock.recv_multipart())
                     link.heard_now()
@@ -149,8 +156,7 @@ class WorkerSession:
                         return link.was_accepted()
                 if got.done():
                     item, got = got.result(), asyncio.ensure_future(link.queue.get())
-                    if not self._forward(sock, link, *item):
-                        return link.was_accepted()
+                    self._forward(sock, link, *item)
                 if link.broker_silent():
                     log.warning("slot %d: broker silent for %g s", self.profile.slot, link.expiry_s)
                     return link.was_accepted()
@@ -191,24 +197,25 @@ class WorkerSession:
         return True
 
     def _forward(self, sock, link: "_Link", owner: _Work, out: Chunk | Outcome,
-                 final: bool) -> bool:
+                 final: bool) -> None:
         """Send a piece or outcome of the request in flight, never waiting; pieces of an
-        abandoned request are dropped. False when a FINAL could not go: start over."""
+        abandoned request are dropped, and so are pieces the broker cannot take now; a
+        FINAL it cannot take now waits in `link.unsent` (the loop retries it)."""
         if owner is not link.work:
-            return True
+            return
+        frames = WorkerReply(owner.client, (pack(out.to_map()),), final).to_frames()
         if final:
             link.work = None
-        if _send(sock, WorkerReply(owner.client, (pack(out.to_map()),), final).to_frames()):
+        if _send(sock, frames):
             link.sent_now()  # a reply counts as a heartbeat
-            return True
-        if not final:
+        elif final:
+            log.info("slot %d: the broker cannot take the FINAL of job %s yet; retrying",
+                     self.profile.slot, out.job)
+            link.unsent = frames
+        else:
             link.dropped += 1
             log.debug("slot %d: dropped a PARTIAL of job %s: the broker is not taking it",
                       self.profile.slot, out.job)
-            return True
-        log.warning("slot %d: the broker is not taking the FINAL of job %s; reconnecting",
-                    self.profile.slot, out.job)
-        return False
 
     def _on_broker(self, frames: list[bytes], link: "_Link") -> bool:
         """Handle one broker message; True when the connection must start over."""
