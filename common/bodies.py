@@ -179,6 +179,23 @@ MAX_SEQ = 2**31 - 1
 MAX_COUNT = 2**31 - 1
 
 
+MAX_REASON = 64      # characters of a finish_reason
+MAX_ERROR = 1000     # characters of a peer's error message kept; the rest is cut
+
+
+def _short(value: str | None, name: str) -> str | None:
+    if value is not None and len(value) > MAX_REASON:
+        raise BodyError(f"field '{name}' must be at most {MAX_REASON} characters", name)
+    return value
+
+
+def _clipped(error: str | None) -> str | None:
+    """A peer's error message, cut to a length that fits a log line and a status reply."""
+    if error is None or len(error) <= MAX_ERROR:
+        return error
+    return error[:MAX_ERROR] + "..."
+
+
 def _usage(m: dict[str, Any]) -> dict[str, int]:
     """The known token counts, each a non-negative integer; null means not reported."""
     raw = field(m, "usage", dict, {})
@@ -220,10 +237,10 @@ class Outcome:
             job=field(m, "job", str),
             cand=number(m, "cand", 0, MAX_CANDIDATES * 2, integer=True),
             text=field(m, "text", str, ""),
-            finish_reason=field(m, "finish_reason", str, None),
+            finish_reason=_short(field(m, "finish_reason", str, None), "finish_reason"),
             usage=_usage(m),
             timings=_timings(m),
-            error=field(m, "error", str, None),
+            error=_clipped(field(m, "error", str, None)),
             error_kind=kind,
         )
 

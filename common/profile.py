@@ -15,6 +15,7 @@ from common.errors import BodyError
 MAX_TIMEOUT_S = 86400.0
 MAX_HEARTBEAT_S = 60.0
 MAX_RAM_GB = 1e6
+MAX_TEXT = 256  # characters of a name, host, model, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +67,10 @@ def _with(profile: WorkerProfile, **changes: Any) -> WorkerProfile:
 def _check_types(p: WorkerProfile) -> None:
     for name, kind in (("name", str), ("node_id", str), ("host", str), ("backend", str),
                        ("model", str), ("version", str)):
-        if not isinstance(getattr(p, name), kind):
-            raise BodyError(f"profile field '{name}' must be a string", name)
+        value = getattr(p, name)
+        if not isinstance(value, kind) or len(value) > MAX_TEXT:
+            raise BodyError(f"profile field '{name}' must be a string of at most {MAX_TEXT} "
+                            "characters", name)
     for name in ("slots", "slot", "cpu_count"):
         value = getattr(p, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

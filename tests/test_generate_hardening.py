@@ -40,6 +40,7 @@ def test_null_usage_counts_as_not_reported_and_the_job_answers():
     {"text": "4", "usage": "lots"},
     {"text": "4", "timings": {"total_s": float("nan")}},
     {"text": 4},
+    {"text": "4", "finish_reason": "x" * 65},
     {"error": "x", "error_kind": "nobody"},
 ], ids=repr)
 def test_a_bad_number_in_a_final_fails_that_candidate_and_the_client_still_gets_one_final(body):
@@ -57,6 +58,15 @@ def test_a_bad_number_in_a_final_fails_that_candidate_and_the_client_still_gets_
     assert final["winner"]["text"] == "4"
     assert final["candidates"][0]["attempts"] == 2
     assert s.service.stats["malformed_replies"] == 1 and not s.service.jobs
+
+
+def test_a_long_error_from_a_peer_is_cut_to_a_log_line():
+    s = Swarm()
+    s.add(b"a")
+    s.submit(candidates=1)
+    raw_final(s, b"a", 1.0, error="boom " * 100_000)
+    (final,) = finals(s.sent())
+    assert len(final["error"]) < 1200 and len(s.metrics.peer("A").last_error) < 1100
 
 
 def test_a_reply_naming_another_job_or_candidate_fails_the_candidate():

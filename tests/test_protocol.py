@@ -343,3 +343,8 @@ def test_endpoint_check(endpoint, bind, ok):
     else:
         with pytest.raises(ConfigError, match="endpoint|port|host"):
             check(endpoint, bind)
+
+
+def test_a_profile_string_of_unbounded_length_is_refused():
+    with pytest.raises(BodyError, match="at most 256"):
+        WorkerProfile.from_frame(pack({"name": "x" * 257}), "fallback")
