@@ -10,6 +10,7 @@ pace), else the broker's.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ class Registry:
         self.interval_s, self.liveness = interval_s, liveness
         self.expiry_s = interval_s * liveness
         self._slots: dict[bytes, Slot] = {}
+        self._intervals: Counter[float] = Counter()  # slots per announced heartbeat interval
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -65,6 +67,7 @@ class Registry:
         slot = Slot(identity, service, profile, delimited, now + expiry_s, interval_s, expiry_s,
                     now + interval_s, anonymous)
         self._slots[identity] = slot
+        self._intervals[interval_s] += 1
         return slot
 
     def touch(self, identity: bytes, now: float) -> None:
@@ -80,7 +83,13 @@ class Registry:
         return due
 
     def shortest_interval_s(self) -> float:
-        return min((s.heartbeat_s for s in self._slots.values()), default=self.interval_s)
+        """The shortest heartbeat interval of any slot (the broker's own without slots)."""
+        return min(self._intervals, default=self.interval_s)
+
+    def _forget(self, slot: Slot) -> None:
+        self._intervals[slot.heartbeat_s] -= 1
+        if not self._intervals[slot.heartbeat_s]:
+            del self._intervals[slot.heartbeat_s]
 
     def names(self) -> set[str]:
         return {s.peer for s in self._slots.values()}
@@ -90,13 +99,17 @@ class Registry:
         return next((s for s in self._slots.values() if s.peer == name), None)
 
     def remove(self, identity: bytes) -> Slot | None:
-        return self._slots.pop(identity, None)
+        slot = self._slots.pop(identity, None)
+        if slot is not None:
+            self._forget(slot)
+        return slot
 
     def purge(self, now: float) -> list[Slot]:
         """Remove and return every slot that has been silent past its expiry."""
         dead = [s for s in self._slots.values() if s.expires_at <= now]
         for s in dead:
             del self._slots[s.identity]
+            self._forget(s)
         return dead
 
     def all(self) -> list[Slot]:

@@ -105,3 +105,15 @@ def test_slot_node_falls_back_to_the_peer_name():
     reg = Registry(1.0, 3)
     slot = reg.add(b"x", GEN, WorkerProfile(name="laptop"), False, 0.0)
     assert slot.node == "laptop"
+
+
+def test_registry_knows_the_shortest_announced_heartbeat_as_slots_come_and_go():
+    reg = Registry(interval_s=1.0, liveness=3)
+    assert reg.shortest_interval_s() == 1.0
+    reg.add(b"fast", b"generate", WorkerProfile(name="f", heartbeat_s=0.1), False, 0.0)
+    slow = reg.add(b"slow", b"generate", WorkerProfile(name="s", heartbeat_s=2.0), False, 0.0)
+    assert reg.shortest_interval_s() == 0.1 and slow.expiry_s == 6.0
+    reg.remove(b"fast")
+    assert reg.shortest_interval_s() == 2.0
+    assert [s.identity for s in reg.purge(6.0)] == [b"slow"]
+    assert reg.shortest_interval_s() == 1.0
