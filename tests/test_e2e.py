@@ -258,3 +258,20 @@ def test_two_instances_are_two_slots_and_model_errors_are_reported(procs, model_
     assert r.returncode == 1
     assert "candidates failed" in r.stderr and "context window" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_first_answers_with_the_first_finished_candidate_and_cancels_the_rest(procs, model_path):
+    port = free_port()
+    procs.broker(port)
+    procs.worker(port, "solo", "--model", str(model_path))
+    wait_for_peers(port, {"solo"})
+    # one slot: candidate 0 runs first, and once it has answered nothing else is worth running
+    r = ask("--broker", f"tcp://127.0.0.1:{port}", "--strategy", "first", "-k", "3", "-n", "12",
+            "--seed", "2", "What is the capital of France?")
+    assert r.returncode == 0, r.stderr
+    assert "candidate 0 on solo: done" in r.stderr
+    assert r.stderr.count(": cancelled") == 2 and "candidate 1 on solo" not in r.stderr
+    assert r.stdout.strip()  # the winner, streamed as it was written
+    status = run(SwarmClient(f"tcp://127.0.0.1:{port}").status())
+    (solo,) = status["peers"]
+    assert solo["metrics"]["requests"] == 1 and solo["metrics"]["failures"] == 0
