@@ -106,8 +106,5 @@ class Job:
     def next_pending(self) -> Candidate | None:
         return next((c for c in self.candidates if c.state == PENDING), None)
 
-    def running(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.state == RUNNING]
-
     def done(self) -> list[Candidate]:
         return [c for c in self.candidates if c.state == DONE]

@@ -22,12 +22,3 @@ def check(endpoint: str, bind: bool = False) -> str:
     if host == "*" and not bind:
         raise ConfigError(f"'{endpoint}' names no host to connect to")
     return endpoint
-
-
-def click_connect(ctx, param, value: str) -> str:
-    """click callback for a --broker option."""
-    import click
-    try:
-        return check(value)
-    except ConfigError as e:
-        raise click.BadParameter(str(e)) from e

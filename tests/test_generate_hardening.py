@@ -232,3 +232,6 @@ def test_timeouts_sit_in_a_heap_so_a_tick_touches_only_what_is_due():
     before = len(s.service.timers)
     s.service.tick(1.0)
     assert len(s.service.timers) == before and len(s.service.jobs) == 50
+    assert s.sent() == []  # nothing was due, so nothing changed
+    s.service.tick(60.0)  # every job's deadline (the 60 s default) comes due together
+    assert len(finals(s.sent())) == 50 and not s.service.jobs
