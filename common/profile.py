@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 import socket
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from common import __version__
 from common.codec import pack, unpack
 from common.errors import BodyError
+from common.hardware import Hardware
 
 
 MAX_TIMEOUT_S = 86400.0
 MAX_HEARTBEAT_S = 60.0
-MAX_RAM_GB = 1e6
+MAX_COUNT = 1 << 16  # slots, slot index, GPU layers
 MAX_TEXT = 256  # characters of a name, host, model, ...
 
 
@@ -31,12 +32,13 @@ class WorkerProfile:
     cancel: bool = False         # understands the CANCEL extension
     timeout_s: float | None = None  # the worker's hint for its per-candidate timeout
     heartbeat_s: float | None = None  # the interval this worker beats at and expects beats
-    cpu_count: int = 0
-    ram_gb: float = 0.0
+    gpu_layers: int = 0          # layers offloaded to the GPU per instance (-1: all)
+    swarm: str = "default"       # the swarm this worker belongs to (mDNS keeps swarms apart)
+    hardware: Hardware = field(default_factory=Hardware)
     version: str = __version__
 
     def to_frame(self) -> bytes:
-        return pack(asdict(self))
+        return pack(self.to_map())
 
     @classmethod
     def from_frame(cls, frame: bytes | None, fallback_name: str) -> "WorkerProfile":
@@ -49,6 +51,8 @@ class WorkerProfile:
         for key, value in m.items():
             if key in known and value is not None:
                 kwargs[key] = value
+        if "hardware" in kwargs:
+            kwargs["hardware"] = Hardware.from_map(kwargs["hardware"])
         try:
             profile = cls(**{"name": fallback_name, **kwargs})
         except TypeError as e:
@@ -57,31 +61,33 @@ class WorkerProfile:
         return profile if profile.node_id else _with(profile, node_id=profile.name)
 
     def to_map(self) -> dict[str, Any]:
-        return asdict(self)
+        m = asdict(self)
+        m["hardware"] = self.hardware.to_map()
+        return m
 
 
 def _with(profile: WorkerProfile, **changes: Any) -> WorkerProfile:
-    return WorkerProfile(**{**asdict(profile), **changes})
+    return replace(profile, **changes)
 
 
 def _check_types(p: WorkerProfile) -> None:
     for name, kind in (("name", str), ("node_id", str), ("host", str), ("backend", str),
-                       ("model", str), ("version", str)):
+                       ("model", str), ("version", str), ("swarm", str)):
         value = getattr(p, name)
         if not isinstance(value, kind) or len(value) > MAX_TEXT:
             raise BodyError(f"profile field '{name}' must be a string of at most {MAX_TEXT} "
                             "characters", name)
-    for name in ("slots", "slot", "cpu_count"):
+    for name, lo in (("slots", 0), ("slot", 0), ("gpu_layers", -1)):
         value = getattr(p, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise BodyError(f"profile field '{name}' must be a non-negative integer", name)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= MAX_COUNT:
+            raise BodyError(f"profile field '{name}' must be an integer from {lo} to {MAX_COUNT}",
+                            name)
     for name in ("seed_variation", "cancel"):
         if not isinstance(getattr(p, name), bool):
             raise BodyError(f"profile field '{name}' must be a boolean", name)
-    for name, lo, hi in (("timeout_s", 0.001, MAX_TIMEOUT_S), ("heartbeat_s", 0.01, MAX_HEARTBEAT_S),
-                         ("ram_gb", 0.0, MAX_RAM_GB)):
+    for name, lo, hi in (("timeout_s", 0.001, MAX_TIMEOUT_S), ("heartbeat_s", 0.01, MAX_HEARTBEAT_S)):
         value = getattr(p, name)
-        if value is None and name != "ram_gb":
+        if value is None:
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool) \
                 or not math.isfinite(value) or not lo <= value <= hi:

@@ -10,6 +10,7 @@ from common import frames as F
 from common.bodies import Chunk, GenerateRequest, Outcome, Sampling, Task
 from common.codec import field, number, pack, unpack, unpack_body
 from common.errors import BodyError, ProtocolError
+from common.hardware import Gpu, Hardware
 from common.messages import (Cancel, ClientReply, ClientRequest, Disconnect, Heartbeat, Ready,
                              WorkerReply, WorkerRequest, decode, decode_client, decode_worker)
 from common.profile import WorkerProfile
@@ -278,7 +279,12 @@ def test_task_rejects_a_seed_out_of_range():
 def test_profile_round_trips_through_its_frame():
     p = WorkerProfile(name="gpu-box", node_id="n1", host="h", backend="llama.cpp", model="m.gguf",
                       slots=2, slot=1, seed_variation=True, cancel=True, timeout_s=30.0,
-                      cpu_count=16, ram_gb=62.5)
+                      gpu_layers=-1, swarm="lab",
+                      hardware=Hardware(os="Linux", arch="x86_64", platform="linux",
+                                        cores_physical=8, cores_logical=16, ram_total_mb=64000,
+                                        gpus=(Gpu(0, "NVIDIA RTX 4090", 24564, 23000, "8.9"),
+                                              Gpu(1, "NVIDIA RTX 3060", 12288, 11000, "8.6")),
+                                        gpu_driver="550.54", gpu_offload=True))
     assert WorkerProfile.from_frame(p.to_frame(), "fallback") == p
 
 
@@ -295,7 +301,15 @@ def test_profile_fills_missing_name_and_node_id_and_ignores_unknown_keys():
 @pytest.mark.parametrize("m, bad", [
     ({"slots": "2"}, "slots"),
     ({"slot": -1}, "slot"),
-    ({"cpu_count": True}, "cpu_count"),
+    ({"gpu_layers": -2}, "gpu_layers"),
+    ({"hardware": {"cores_logical": True}}, "hardware.cores_logical"),
+    ({"hardware": {"ram_total_mb": -1}}, "hardware.ram_total_mb"),
+    ({"hardware": {"platform": "beos"}}, "platform"),
+    ({"hardware": {"chip": "x" * 200}}, "chip"),
+    ({"hardware": {"gpus": [{"index": 0}] * 17}}, "gpus"),
+    ({"hardware": {"gpus": [{"index": 0, "vram_free_mb": 1.5}]}}, "hardware.vram_free_mb"),
+    ({"hardware": {"gpus": ["rtx"]}}, "gpus"),
+    ({"hardware": [1]}, "hardware"),
     ({"seed_variation": 1}, "seed_variation"),
     ({"name": ""}, "name"),
     ({"model": 3}, "model"),
@@ -313,7 +327,8 @@ def test_profile_frame_that_is_not_a_map_raises_body_error():
         WorkerProfile.from_frame(msgpack.packb([1]), "fb")
 
 
-@pytest.mark.parametrize("m", [{"ram_gb": "lots"}, {"timeout_s": True}], ids=repr)
+@pytest.mark.parametrize("m", [{"hardware": {"ram_total_mb": "lots"}}, {"timeout_s": True}],
+                         ids=repr)
 def test_profile_rejects_unchecked_ill_typed_numbers(m):
     with pytest.raises(BodyError):
         WorkerProfile.from_frame(pack(m), "fb")

@@ -11,6 +11,7 @@ from dataclasses import replace
 import psutil
 import zmq.asyncio
 
+from common.hardware import Hardware
 from common.profile import WorkerProfile
 from worker.backend import Backend
 from worker.session import SessionConfig, WorkerSession
@@ -19,14 +20,19 @@ log = logging.getLogger(__name__)
 
 
 def node_profile(name: str, backend: Backend, slots: int, seed_variation: bool,
-                 host: str, timeout_s: float | None = None) -> WorkerProfile:
+                 host: str, timeout_s: float | None = None,
+                 hardware: Hardware | None = None) -> WorkerProfile:
     """The profile every slot of this node advertises (each with its own slot index)."""
     return WorkerProfile(
         name=name, node_id=uuid.uuid4().hex[:12], host=host, backend=backend.name,
         model=backend.model, slots=slots, seed_variation=seed_variation, cancel=True,
-        timeout_s=timeout_s, cpu_count=psutil.cpu_count() or 0,
-        ram_gb=round(psutil.virtual_memory().total / 2**30, 1),
+        timeout_s=timeout_s, hardware=hardware or _basic_hardware(),
     )
+
+
+def _basic_hardware() -> Hardware:
+    return Hardware(cores_logical=psutil.cpu_count() or 0,
+                    ram_total_mb=psutil.virtual_memory().total >> 20)
 
 
 class WorkerNode:
