@@ -86,7 +86,8 @@ def detect(sources: Sources | None = None) -> Hardware:
         apple_silicon=apple, chip=probe_chip(src, plat), unified_memory=apple,
         cores_physical=_cores(src, logical=False), cores_logical=_cores(src, logical=True),
         ram_total_mb=total_mb, ram_available_mb=available_mb,
-        gpus=gpus, gpu_driver=driver, gpu_offload=bool(_soft(src.gpu_offload, False, "gpu offload")),
+        gpus=gpus, gpu_driver=driver,
+        gpu_offload=bool(_soft(src.gpu_offload, False, "gpu offload")),
     )
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from common.codec import pack, unpack
 from common.hardware import MAX_HW_TEXT, Gpu, Hardware
-from common.hardware_probe import Sources, cpuinfo_chip, describe, detect, import_nvml, probe_platform
+from common.hardware_probe import (Sources, cpuinfo_chip, describe, detect, import_nvml,
+                                   probe_platform)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -94,12 +95,14 @@ def fake(tmp: Path, *, env: dict[str, str] | None = None, files: dict[str, str] 
         nvml=nvml, gpu_offload=lambda: offload)
 
 
-RYZEN = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD Ryzen 9 7950X 16-Core Processor\n"
-XEON = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz\nflags\t: avx2\n"
+RYZEN = "processor\t: 0\nmodel name\t: AMD Ryzen 9 7950X 16-Core Processor\n"
+XEON_NAME = "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
+XEON = f"processor\t: 0\nmodel name\t: {XEON_NAME}\nflags\t: avx2\n"
 ARM64 = "processor\t: 0\nBogoMIPS\t: 38.40\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n"
 TERMUX_ENV = {"TERMUX_VERSION": "0.118.0", "PREFIX": "/data/data/com.termux/files/usr",
               "ANDROID_ROOT": "/system", "ANDROID_DATA": "/data"}
-PIXEL_PROPS = "# begin build properties\nro.product.model=Pixel 8\nro.soc.manufacturer=Google\nro.soc.model=Tensor G3\n"
+PIXEL_PROPS = ("# begin build properties\nro.product.model=Pixel 8\n"
+               "ro.soc.manufacturer=Google\nro.soc.model=Tensor G3\n")
 
 CASES = {
     "cuda box, two unequal GPUs": (
@@ -115,23 +118,23 @@ CASES = {
     "old GPU, Kepler K80": (
         dict(files={"proc/cpuinfo": XEON}, offload=True,
              nvml=FakeNvml([FakeDevice("Tesla K80", 11441, 11300, (3, 7))], driver=b"470.256.02")),
-        Hardware(os="Linux", arch="x86_64", platform="linux", chip="Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",
+        Hardware(os="Linux", arch="x86_64", platform="linux", chip=XEON_NAME,
                  cores_physical=8, cores_logical=16, ram_total_mb=32768, ram_available_mb=20480,
                  gpus=(Gpu(0, "Tesla K80", 11441, 11300, "3.7"),), gpu_driver="470.256.02",
                  gpu_offload=True)),
     "Maxwell edge, cc 5.0": (
         dict(files={"proc/cpuinfo": XEON}, offload=True,
              nvml=FakeNvml([FakeDevice("NVIDIA GeForce GTX 750 Ti", 2048, 1900, (5, 0))])),
-        Hardware(os="Linux", arch="x86_64", platform="linux", chip="Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",
+        Hardware(os="Linux", arch="x86_64", platform="linux", chip=XEON_NAME,
                  cores_physical=8, cores_logical=16, ram_total_mb=32768, ram_available_mb=20480,
                  gpus=(Gpu(0, "NVIDIA GeForce GTX 750 Ti", 2048, 1900, "5.0"),),
                  gpu_driver="550.54.15", gpu_offload=True)),
     "Mac, Apple M2 Pro": (
         dict(system="Darwin", machine="arm64", cores=(12, 12), ram_mb=(16384, 9000), offload=True,
              sysctl={"machdep.cpu.brand_string": "Apple M2 Pro", "hw.optional.arm64": "1"}),
-        Hardware(os="Darwin", arch="arm64", platform="macos", apple_silicon=True, chip="Apple M2 Pro",
-                 cores_physical=12, cores_logical=12, ram_total_mb=16384, ram_available_mb=9000,
-                 unified_memory=True, gpu_offload=True)),
+        Hardware(os="Darwin", arch="arm64", platform="macos", apple_silicon=True,
+                 chip="Apple M2 Pro", cores_physical=12, cores_logical=12, ram_total_mb=16384,
+                 ram_available_mb=9000, unified_memory=True, gpu_offload=True)),
     "Mac, Python under Rosetta": (
         dict(system="Darwin", machine="x86_64", cores=(8, 8), ram_mb=(8192, 4000),
              sysctl={"machdep.cpu.brand_string": "Apple M1", "hw.optional.arm64": "1"}),
@@ -142,17 +145,20 @@ CASES = {
         dict(env=TERMUX_ENV, machine="aarch64", cores=(None, 8), ram_mb=(7680, 3000),
              files={"system/build.prop": PIXEL_PROPS, "proc/cpuinfo": ARM64,
                     "proc/sys/kernel/osrelease": "5.15.110-android14-11-g0f5fa9c4d2b9\n"}),
-        Hardware(os="Linux", arch="aarch64", platform="android", termux=True, chip="Google Tensor G3",
-                 cores_physical=0, cores_logical=8, ram_total_mb=7680, ram_available_mb=3000)),
+        Hardware(os="Linux", arch="aarch64", platform="android", termux=True,
+                 chip="Google Tensor G3", cores_physical=0, cores_logical=8, ram_total_mb=7680,
+                 ram_available_mb=3000)),
     "Android shell, SoC only in /proc/cpuinfo": (
         dict(env={"ANDROID_ROOT": "/system"}, machine="aarch64", cores=(8, 8), ram_mb=(6144, 2000),
              files={"proc/cpuinfo": ARM64 + "Hardware\t: Qualcomm Technologies, Inc SM8150\n"}),
-        Hardware(os="Linux", arch="aarch64", platform="android", chip="Qualcomm Technologies, Inc SM8150",
-                 cores_physical=8, cores_logical=8, ram_total_mb=6144, ram_available_mb=2000)),
+        Hardware(os="Linux", arch="aarch64", platform="android",
+                 chip="Qualcomm Technologies, Inc SM8150", cores_physical=8, cores_logical=8,
+                 ram_total_mb=6144, ram_available_mb=2000)),
     "CPU-only server, no NVML bindings": (
         dict(files={"proc/cpuinfo": XEON}, cores=(32, 64), ram_mb=(262144, 200000), nvml=None),
-        Hardware(os="Linux", arch="x86_64", platform="linux", chip="Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",
-                 cores_physical=32, cores_logical=64, ram_total_mb=262144, ram_available_mb=200000)),
+        Hardware(os="Linux", arch="x86_64", platform="linux", chip=XEON_NAME,
+                 cores_physical=32, cores_logical=64, ram_total_mb=262144,
+                 ram_available_mb=200000)),
     "Windows, nothing to read": (
         dict(system="Windows", machine="AMD64", cores=(4, 8), ram_mb=(16384, 8000)),
         Hardware(os="Windows", arch="AMD64", platform="windows", cores_physical=4, cores_logical=8,
@@ -193,11 +199,13 @@ def test_any_one_android_sign_makes_the_platform_android(sign, tmp_path):
 
 def test_a_plain_linux_box_is_not_android(tmp_path):
     files = {"proc/sys/kernel/osrelease": "6.1.0-18-amd64\n"}
-    assert probe_platform(fake(tmp_path, env={"PREFIX": "/usr/local"}, files=files)) == ("linux", False)
+    src = fake(tmp_path, env={"PREFIX": "/usr/local"}, files=files)
+    assert probe_platform(src) == ("linux", False)
 
 
 def test_cpuinfo_prefers_model_name_then_hardware_then_processor():
-    assert cpuinfo_chip("Processor\t: AArch64 rev 4\nHardware\t: Qualcomm SDM845\n") == "Qualcomm SDM845"
+    text = "Processor\t: AArch64 rev 4\nHardware\t: Qualcomm SDM845\n"
+    assert cpuinfo_chip(text) == "Qualcomm SDM845"
     assert cpuinfo_chip("Processor\t: ARMv7 Processor rev 3 (v7l)\nprocessor\t: 0\n") == \
         "ARMv7 Processor rev 3 (v7l)"
     assert cpuinfo_chip("processor\t: 0\nflags\t: fpu\n") is None
@@ -242,7 +250,8 @@ def test_failing_count_driver_and_shutdown_calls_do_not_fail_the_profile(tmp_pat
 def test_psutil_returning_none_gives_zero_cores_and_ram(tmp_path):
     src = replace(fake(tmp_path), cpu_count=lambda logical=True: None, virtual_memory=lambda: None)
     hw = detect(src)
-    assert (hw.cores_physical, hw.cores_logical, hw.ram_total_mb, hw.ram_available_mb) == (0, 0, 0, 0)
+    assert (hw.cores_physical, hw.cores_logical) == (0, 0)
+    assert (hw.ram_total_mb, hw.ram_available_mb) == (0, 0)
 
 
 def boom(*args: Any, **kwargs: Any) -> Any:
@@ -271,7 +280,8 @@ def test_unreadable_files_read_as_absent(tmp_path):
 
 def test_overlong_and_byte_names_are_cut_to_what_a_peer_accepts(tmp_path):
     nvml = FakeNvml([FakeDevice(b"NVIDIA \xff" + b"X" * 300, 1024, 512, (6, 1))])
-    hw = detect(fake(tmp_path, files={"proc/cpuinfo": "model name : " + "Y" * 400 + "\n"}, nvml=nvml))
+    cpuinfo = "model name : " + "Y" * 400 + "\n"
+    hw = detect(fake(tmp_path, files={"proc/cpuinfo": cpuinfo}, nvml=nvml))
     assert len(hw.chip) == MAX_HW_TEXT and len(hw.gpus[0].name) == MAX_HW_TEXT
     assert hw.gpus[0].name.startswith("NVIDIA \ufffd")
     assert Hardware.from_map(hw.to_map()) == hw

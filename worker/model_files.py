@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import click
@@ -19,6 +20,9 @@ from common.errors import ModelError
 log = logging.getLogger(__name__)
 
 _BLOCK = 1 << 20
+# Android's shared storage, one volume seen through several mounts: Termux sees the first,
+# adb and most apps the second; ~/storage/shared (termux-setup-storage's link) joins them.
+ANDROID_SHARED_ROOTS = (Path("/storage/emulated/0"), Path("/sdcard"))
 
 
 def cache_dir() -> Path:
@@ -64,11 +68,52 @@ def _assemble(chunks: list[Path], target: Path, size: int, sha256: str, progress
     os.replace(tmp, target)  # atomic: a half-written file never stands at the target
 
 
-def resolve_model(path: str | None, progress: bool = True) -> Path:
-    """--model PATH if given (must exist), else the bundled model."""
+def resolve_model(path: str | None, progress: bool = True, android: bool = False,
+                  env: Mapping[str, str] | None = None) -> Path:
+    """--model PATH if given (must exist, see normalise_model_path), else the bundled model."""
     if path is None:
         return bundled_model(progress)
-    p = Path(path).expanduser()
+    env = os.environ if env is None else env
+    p = normalise_model_path(path, env, android)
     if not p.is_file():
-        raise ModelError(f"model file {p} does not exist")
+        tried = "" if p == Path(path) else f" (tried {p})"
+        hint = ("; under Termux, run termux-setup-storage to let it read shared storage"
+                if android and _split(p, _shared_roots(env)) is not None else "")
+        raise ModelError(f"model file {path} does not exist{tried}{hint}")
     return p
+
+
+def normalise_model_path(path: str, env: Mapping[str, str], android: bool,
+                         shared_roots: Sequence[Path] | None = None) -> Path:
+    """PATH as this machine can open it: `~` expanded with env's HOME, and on Android a path
+    in shared storage (/sdcard, /storage/emulated/0, ~/storage/shared) moved to whichever of
+    those mounts holds it, or failing that to the first mount that exists here."""
+    p = _expand_home(path, env)
+    if not android:
+        return p
+    roots = list(_shared_roots(env) if shared_roots is None else shared_roots)
+    split = _split(p, roots)
+    if split is None or p.exists():
+        return p
+    given_root, rel = split
+    found = next((root / rel for root in roots if (root / rel).exists()), None)
+    if found is None and not given_root.is_dir():
+        found = next((root / rel for root in roots if root.is_dir()), None)
+    return found or p
+
+
+def _expand_home(path: str, env: Mapping[str, str]) -> Path:
+    home = env.get("HOME")
+    if home and (path == "~" or path.startswith("~/")):
+        return Path(home) / path[2:]
+    return Path(path).expanduser()
+
+
+def _shared_roots(env: Mapping[str, str]) -> list[Path]:
+    home = env.get("HOME")
+    return [*ANDROID_SHARED_ROOTS, *([Path(home) / "storage/shared"] if home else [])]
+
+
+def _split(p: Path, roots: Sequence[Path]) -> tuple[Path, Path] | None:
+    """(root, rest) for the first of roots that p lies under, None when under none."""
+    return next(((root, p.relative_to(root)) for root in roots if p.is_relative_to(root)), None)
