@@ -172,3 +172,27 @@ def test_read_model_info_takes_a_file_as_gguf(tmp_path):
     assert read_model_info(path).format == "gguf"
     shutil.copy(path, tmp_path / "copy.bin")
     assert read_model_info(tmp_path / "copy.bin").n_layers == 2
+
+
+def test_a_file_cut_inside_its_tensor_data(tmp_path):
+    # Given a GGUF file whose header is whole but whose last tensor lost its last bytes
+    whole = write_gguf(tmp_path / "whole.gguf").read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(whole[:-200])
+    # When it is read; Then it is truncated, before llama.cpp would find out at load
+    with pytest.raises(ModelError, match=r"is truncated: it holds \d+ of the \d+ bytes"):
+        read_gguf_info(cut)
+    # and the whole file reads
+    assert read_gguf_info(tmp_path / "whole.gguf").n_layers == 2
+
+
+def test_arrays_nested_too_deep_are_refused(tmp_path):
+    path = tmp_path / "nested.gguf"
+    body = b"".join([
+        b"GGUF", (3).to_bytes(4, "little"), (0).to_bytes(8, "little"), (1).to_bytes(8, "little"),
+        (1).to_bytes(8, "little"), b"k", (9).to_bytes(4, "little"),
+        *[(9).to_bytes(4, "little") + (1).to_bytes(8, "little") for _ in range(10)],
+        bytes(64)])
+    path.write_bytes(body)
+    with pytest.raises(ModelError, match="nested too deep"):
+        read_gguf_info(path)

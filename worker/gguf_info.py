@@ -1,17 +1,16 @@
 """What a model is, read from its header before loading it: layers, context, size.
 
-A GGUF file's header is read from a memory map with the `gguf` package's constants (magic,
-value types, key names, quantisation block sizes). Not its `GGUFReader`: that builds a numpy
-view per array element, some 8 s for the bundled model's 262k-token vocabulary on a 2-core
-machine, where skipping the arrays takes a fraction of a second. An MLX model directory is
-read from its config.json and the size of its *.safetensors.
+A GGUF file's header is read by worker/gguf_header.py with the `gguf` package's constants
+and key names. Not by its `GGUFReader`: that builds a numpy view per array element, some 8 s
+for the bundled model's 262k-token vocabulary on a 2-core machine, against 0.06 s for
+skipping the arrays. An MLX model directory is read from its config.json and the size of
+its *.safetensors.
 """
 
 from __future__ import annotations
 
 import json
 import mmap
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,11 @@ from typing import Any
 import gguf
 
 from common.errors import ModelError
+from worker.gguf_header import Array, BadHeader, Header, Truncated
 
-MAX_KV = 1 << 16           # metadata pairs a header may declare
-MAX_TENSORS = 1 << 20      # tensors a header may declare
-MAX_DIMS = 8               # GGML_MAX_DIMS is 4; room to spare
 KV_CACHE_BYTES = 2         # llama.cpp's default KV cache type is f16
 N_UBATCH = 512             # llama.cpp's default micro-batch: its compute buffers scale with it
 COMPUTE_FALLBACK_BYTES = 512 << 20  # compute buffers when the vocabulary size is unknown
-
-_V = gguf.GGUFValueType
-_SCALAR = {_V.UINT8: "B", _V.INT8: "b", _V.UINT16: "H", _V.INT16: "h", _V.UINT32: "I",
-           _V.INT32: "i", _V.FLOAT32: "f", _V.BOOL: "?", _V.UINT64: "Q", _V.INT64: "q",
-           _V.FLOAT64: "d"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +63,14 @@ class ModelInfo:
         scores = n_ctx * max(1, self.head_count)
         return 4 * N_UBATCH * (self.vocab_size + scores + 4 * self.embedding_length)
 
+    def need_bytes(self, n_ctx: int) -> int:
+        """One whole instance, on a GPU or in RAM: weights, KV cache and compute buffers."""
+        return self.size_bytes + self.kv_bytes(n_ctx) + self.compute_bytes(n_ctx)
+
+    def layer_need_bytes(self, n_ctx: int) -> int:
+        """One offloaded layer: its weights and its share of the KV cache."""
+        return self.per_layer_bytes + self.kv_bytes_per_layer(n_ctx)
+
     def kv_bytes(self, n_ctx: int) -> int:
         """The f16 KV cache for n_ctx tokens over every layer (an estimate: no sliding window)."""
         return self.n_layers * self.kv_bytes_per_layer(n_ctx)
@@ -98,12 +98,12 @@ def read_gguf_info(path: str | Path) -> ModelInfo:
     try:
         with p.open("rb") as f:
             if p.stat().st_size < 24:  # magic, version and the two counts
-                raise _BadHeader("is not a GGUF file: it is too short for a GGUF header")
+                raise BadHeader("is not a GGUF file: it is too short for a GGUF header")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                kv, tensors = _Header(buf).read()
-    except _Truncated as e:
-        raise ModelError(f"model file {p} is truncated: its GGUF header ends early") from e
-    except _BadHeader as e:
+                kv, tensors = Header(buf).read()
+    except Truncated as e:
+        raise ModelError(f"model file {p} is truncated: {e}") from e
+    except BadHeader as e:
         raise ModelError(f"model file {p} {e}") from e
     except OSError as e:
         raise ModelError(f"model file {p} cannot be read: {e.strerror or e}") from e
@@ -138,115 +138,7 @@ def _gguf_model_info(p: Path, kv: dict[str, Any], tensors: list[tuple[str, int]]
 
 
 def _length(value: Any) -> int:
-    return value.length if isinstance(value, _Array) else 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Array:
-    """An array value skipped over: only its length is kept."""
-
-    length: int
-
-
-class _Truncated(Exception):
-    """The header claims more bytes than the file holds."""
-
-
-class _BadHeader(Exception):
-    """Not a GGUF header, or one this reader cannot read: the rest of a sentence."""
-
-
-class _Header:
-    """A cursor over a GGUF header: metadata values kept, arrays skipped, tensor sizes summed."""
-
-    def __init__(self, buf: mmap.mmap):
-        self.buf, self.pos, self.end = buf, 0, len(buf)
-
-    def read(self) -> tuple[dict[str, Any], list[tuple[str, int]]]:
-        if self._unpack("<I") != gguf.GGUF_MAGIC:
-            raise _BadHeader("is not a GGUF file: it does not start with the GGUF magic")
-        version = self._unpack("<I")
-        swapped = struct.unpack(">I", struct.pack("<I", version))[0]
-        if version not in (2, 3) and swapped not in (2, 3):  # big-endian files swap it
-            raise _BadHeader(f"is GGUF version {min(version, swapped)}, which this reader "
-                             "does not read (only 2 and 3)")
-        self.order = "<" if version in (2, 3) else ">"
-        n_tensors, n_kv = self._unpack("Q"), self._unpack("Q")
-        if n_kv > MAX_KV or n_tensors > MAX_TENSORS:
-            raise _BadHeader(f"has a corrupt GGUF header: {n_kv} metadata pairs and "
-                             f"{n_tensors} tensors")
-        kv = {}
-        for _ in range(n_kv):
-            key = self._string()
-            kv[key] = self._value(self._unpack("I"))
-        return kv, [self._tensor() for _ in range(n_tensors)]
-
-    def _unpack(self, fmt: str) -> Any:
-        fmt = fmt if fmt[0] in "<>" else self.order + fmt
-        size = struct.calcsize(fmt)
-        if self.pos + size > self.end:
-            raise _Truncated("past the end")
-        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
-        self.pos += size
-        return value
-
-    def _string(self) -> str:
-        n = self._unpack("Q")
-        if self.pos + n > self.end:
-            raise _Truncated("string past the end")
-        raw = self.buf[self.pos:self.pos + n]
-        self.pos += n
-        return raw.decode("utf-8", errors="replace")
-
-    def _value(self, vtype: int) -> Any:
-        if vtype == _V.STRING:
-            return self._string()
-        if vtype == _V.ARRAY:
-            return _Array(self._skip_array())
-        try:
-            return self._unpack(_SCALAR[_V(vtype)])
-        except (ValueError, KeyError) as e:
-            raise _BadHeader(f"has a corrupt GGUF header: unknown value type {vtype}") from e
-
-    def _skip_array(self) -> int:
-        """Steps over an array; its length."""
-        item, n = self._unpack("I"), self._unpack("Q")
-        if item == _V.STRING:
-            if n * 8 > self.end - self.pos:
-                raise _Truncated("array past the end")
-            for _ in range(n):
-                length = self._unpack("Q")
-                self.pos += length
-            if self.pos > self.end:
-                raise _Truncated("array past the end")
-        elif item == _V.ARRAY:  # nested arrays: no model key uses them; walk them anyway
-            for _ in range(n):
-                self._skip_array()
-        else:
-            try:
-                size = struct.calcsize(_SCALAR[_V(item)])
-            except (ValueError, KeyError) as e:
-                raise _BadHeader(f"has a corrupt GGUF header: unknown array type {item}") from e
-            if self.pos + n * size > self.end:
-                raise _Truncated("array past the end")
-            self.pos += n * size
-        return n
-
-    def _tensor(self) -> tuple[str, int]:
-        """A tensor's name and byte size (0 for a quantisation this gguf does not know)."""
-        name, n_dims = self._string(), self._unpack("I")
-        if n_dims > MAX_DIMS:
-            raise _BadHeader(f"has a corrupt GGUF header: tensor {name} has {n_dims} dimensions")
-        elements = 1
-        for _ in range(n_dims):
-            elements *= self._unpack("Q")
-        qtype = self._unpack("I")
-        self._unpack("Q")  # the data offset
-        try:
-            block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(qtype)]
-        except (ValueError, KeyError):
-            return name, 0
-        return name, elements // block * type_size
+    return value.length if isinstance(value, Array) else 0
 
 
 def mlx_model_info(path: str | Path) -> ModelInfo:
