@@ -22,7 +22,8 @@ from common import logs
 from common.bodies import MAX_CANDIDATES, MAX_TOKENS, STRATEGIES, GenerateRequest, Sampling
 from common.cli_types import BROKER_ENV, FiniteFloat, connect_endpoint, seconds, version_option
 from common.errors import SwarmError
-from worker.model_files import resolve_model
+from worker.launch import prepare
+from worker.policy import Requested
 
 EXIT_INTERRUPTED = 130
 
@@ -130,9 +131,9 @@ def _endpoint(broker: str, local: bool, model_path: str | None, instances: int,
         _say(f"connecting to {broker}...")
         yield broker
         return
-    model = resolve_model(model_path)
+    setup = prepare(model_path, Requested(instances=instances))
     _say("starting a local swarm...")
-    with local_swarm_thread(model, instances, timeout_s=timeout_s) as endpoint:
+    with local_swarm_thread(setup, timeout_s=timeout_s) as endpoint:
         yield endpoint
 
 

@@ -15,13 +15,12 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import zmq.asyncio
 
 from broker.server import Broker, BrokerConfig
 from common.errors import RequestFailed
-from worker.backend import LlamaCppBackend
+from worker.launch import Setup, load
 from worker.node import WorkerNode, node_profile
 from worker.session import SessionConfig
 
@@ -31,16 +30,18 @@ READY_TIMEOUT_S = 30.0
 
 
 @contextlib.asynccontextmanager
-async def local_swarm(model_path: Path, instances: int = 1, heartbeat_s: float = 1.0,
+async def local_swarm(setup: Setup, heartbeat_s: float = 1.0,
                       timeout_s: float = 60.0) -> AsyncIterator[str]:
     """Run broker + worker in this event loop; yields the broker endpoint once slots are ready."""
     ctx = zmq.asyncio.Context()
     broker = Broker(BrokerConfig(bind="tcp://127.0.0.1:*", heartbeat_s=heartbeat_s,
                                  timeout_s=timeout_s), ctx)
     endpoint = broker.bind()
-    backends = await asyncio.to_thread(
-        lambda: [LlamaCppBackend(model_path) for _ in range(instances)])
-    profile = node_profile("local", backends[0], instances, True, socket.gethostname())
+    backends = await asyncio.to_thread(load, setup)
+    instances = len(backends)
+    profile = node_profile("local", backends[0], instances, setup.plan.seed_variation.value,
+                           socket.gethostname(), hardware=setup.hardware,
+                           gpu_layers=setup.plan.gpu_layers.value)
     node = WorkerNode(SessionConfig(endpoint, heartbeat_s=heartbeat_s), profile, backends, ctx)
     tasks = [asyncio.create_task(broker.run()), asyncio.create_task(node.run())]
     try:
@@ -62,8 +63,7 @@ async def _until_ready(broker: Broker, slots: int) -> None:
 
 
 @contextlib.contextmanager
-def local_swarm_thread(model_path: Path, instances: int = 1,
-                       timeout_s: float = 60.0) -> Iterator[str]:
+def local_swarm_thread(setup: Setup, timeout_s: float = 60.0) -> Iterator[str]:
     """local_swarm on its own thread and event loop, so each question may run its own loop
     (and a Ctrl-C in one question does not tear the swarm down); yields the endpoint."""
     ready: concurrent.futures.Future[str] = concurrent.futures.Future()
@@ -72,7 +72,7 @@ def local_swarm_thread(model_path: Path, instances: int = 1,
     async def serve() -> None:
         stop.append((asyncio.get_running_loop(), asyncio.Event()))
         try:
-            async with local_swarm(model_path, instances, timeout_s=timeout_s) as endpoint:
+            async with local_swarm(setup, timeout_s=timeout_s) as endpoint:
                 ready.set_result(endpoint)
                 await stop[0][1].wait()
         except BaseException as e:  # hand any failure to the waiting thread, as one error

@@ -90,7 +90,7 @@ def test_resolve_model_finds_an_android_file_through_the_other_mount(mounts):
 def test_the_missing_file_error_names_the_path_given_and_the_one_tried(tmp_path):
     with pytest.raises(ModelError) as e:
         resolve_model("~/models/none.gguf", env={"HOME": str(tmp_path)})
-    assert str(e.value) == ("model file ~/models/none.gguf does not exist "
+    assert str(e.value) == ("model ~/models/none.gguf does not exist "
                             f"(tried {tmp_path}/models/none.gguf)")
 
 
@@ -99,7 +99,7 @@ def test_the_missing_file_error_on_android_says_what_to_run(mounts):
     sdcard.rmdir()
     with pytest.raises(ModelError) as e:
         resolve_model(str(sdcard / "none.gguf"), android=True, env={})
-    assert str(e.value) == (f"model file {sdcard}/none.gguf does not exist "
+    assert str(e.value) == (f"model {sdcard}/none.gguf does not exist "
                             f"(tried {emulated}/none.gguf); under Termux, run termux-setup-storage "
                             "to let it read shared storage")
 
@@ -107,5 +107,5 @@ def test_the_missing_file_error_on_android_says_what_to_run(mounts):
 def test_an_existing_file_resolves_as_before(tmp_path):
     target = put(tmp_path / "m.gguf")
     assert resolve_model(str(target)) == target
-    with pytest.raises(ModelError, match=f"model file {tmp_path}/x.gguf does not exist$"):
+    with pytest.raises(ModelError, match=f"model {tmp_path}/x.gguf does not exist$"):
         resolve_model(str(tmp_path / "x.gguf"))

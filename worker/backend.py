@@ -99,7 +99,7 @@ class LlamaCppBackend:
     name = "llama.cpp"
 
     def __init__(self, model_path: Path, n_ctx: int = 2048, n_threads: int | None = None,
-                 n_gpu_layers: int = 0):
+                 n_gpu_layers: int = 0, tensor_split: list[float] | None = None):
         try:
             import llama_cpp
         except ImportError as e:
@@ -109,7 +109,7 @@ class LlamaCppBackend:
             with _extra_buffers(extra_buffers_work(Path(model_path))):
                 self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx,
                                            n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                                           verbose=False)
+                                           tensor_split=tensor_split, verbose=False)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"cannot load model {model_path}: {e}") from e
         self.model = Path(model_path).stem

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import socket
@@ -13,15 +14,25 @@ import click
 from common import frames as F
 from common import logs
 from common.cli_types import BROKER_ENV, connect_endpoint, seconds, version_option
-from common.errors import SwarmError
+from common.errors import ConfigError, SwarmError
 from common.profile import MAX_HEARTBEAT_S, default_name
 from common.runner import run_until_signalled
-from worker.backend import LlamaCppBackend
-from worker.model_files import resolve_model
+from worker.launch import load, prepare
 from worker.node import WorkerNode, node_profile
+from worker.policy import AUTO, BACKENDS, Requested, parse_auto_int
 from worker.session import SessionConfig
 
 log = logging.getLogger(__name__)
+
+
+def _auto_int(lo: int, hi: int | None = None):
+    """A click callback for "auto" or a whole number in [lo, hi]."""
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
+        try:
+            return parse_auto_int(str(value), f"--{param.name.replace('_', '-')}", lo, hi)
+        except ConfigError as e:
+            raise click.BadParameter(str(e)) from e
+    return parse
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,17 +41,20 @@ log = logging.getLogger(__name__)
               help="Broker endpoint (tcp://HOST:PORT).")
 @click.option("--name", default=None, help="Peer name shown in metrics [default: host name].")
 @click.option("--model", "model_path", default=None, metavar="PATH",
-              help="GGUF model file [default: the bundled Gemma 3 270M].")
-@click.option("--instances", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Model instances to load; each is one slot.")
-@click.option("--seed-variation/--no-seed-variation", default=True, show_default=True,
-              help="Allow a slot to take more than one candidate of a job (distinct seeds).")
-@click.option("--n-ctx", type=click.IntRange(128), default=2048, show_default=True,
-              help="Context length per instance.")
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="CPU threads per instance [default: llama.cpp's choice].")
-@click.option("--gpu-layers", type=int, default=0, show_default=True,
-              help="Layers to offload to the GPU (-1: all).")
+              help="GGUF file, or MLX model directory [default: the bundled Gemma 3 270M].")
+@click.option("--backend", type=click.Choice(BACKENDS), default=AUTO, show_default=True,
+              help="auto: mlx for an MLX model on Apple Silicon, else llama.cpp.")
+@click.option("--instances", default=AUTO, show_default=True, callback=_auto_int(1, 64),
+              help="Model instances to load, each one slot (auto: as many as memory and cores allow).")
+@click.option("--gpu-layers", default=AUTO, show_default=True, callback=_auto_int(-1),
+              help="Layers to offload to the GPU (-1: all; auto: all that fit in VRAM).")
+@click.option("--threads", default=AUTO, show_default=True, callback=_auto_int(1),
+              help="CPU threads per instance (auto: the cores shared among the instances).")
+@click.option("--seed-variation/--no-seed-variation", default=None,
+              help="Let a slot take more than one candidate of a job, with distinct seeds "
+                   "[default: on where one instance fits or memory is unified].")
+@click.option("--n-ctx", type=click.IntRange(0), default=2048, show_default=True,
+              help="Context length per instance (0: the model's trained context).")
 @click.option("--timeout-hint-s", type=seconds(), default=None,
               help="Per-candidate timeout this worker asks the broker for.")
 @click.option("--heartbeat-s", type=seconds(hi=MAX_HEARTBEAT_S), default=F.DEFAULT_HEARTBEAT_S,
@@ -49,21 +63,32 @@ log = logging.getLogger(__name__)
               show_default=True, help="Missed broker heartbeats before reconnecting.")
 @click.option("--reconnect-s", type=seconds(hi=F.RECONNECT_MAX_S), default=F.RECONNECT_MIN_S,
               show_default=True, help="First reconnect back-off; doubles up to 32 s.")
+@click.option("--print-profile", is_flag=True,
+              help="Print the hardware profile and each decision with its reason, then exit.")
+@click.option("--json", "as_json", is_flag=True, help="With --print-profile: one JSON object.")
 @click.option("-v", "--verbose", count=True, help="More logging (-v for debug).")
 @version_option("swarm-worker")
-def main(broker, name, model_path, instances, seed_variation, n_ctx, threads, gpu_layers,
-         timeout_hint_s, heartbeat_s, liveness, reconnect_s, verbose):
+def main(broker, name, model_path, backend, instances, gpu_layers, threads, seed_variation, n_ctx,
+         timeout_hint_s, heartbeat_s, liveness, reconnect_s, print_profile, as_json, verbose):
     """Serve a local model to a Swarm broker."""
-    logs.setup(verbose + 1)
+    logs.setup(verbose + (0 if print_profile else 1))
+    if as_json and not print_profile:
+        raise click.UsageError("--json goes with --print-profile")
     try:
+        requested = Requested(backend, gpu_layers, instances, threads, seed_variation, n_ctx)
         with _killable():
-            path = resolve_model(model_path)
-            log.info("loading %d instance(s) of %s", instances, path)
-            backends = [LlamaCppBackend(path, n_ctx, threads, gpu_layers) for _ in range(instances)]
+            setup = prepare(model_path, requested, progress=not print_profile)
+            if print_profile:
+                click.echo(json.dumps(setup.to_map(), indent=2) if as_json
+                           else "\n".join(setup.lines()))
+                return
+            backends = load(setup)
     except SwarmError as e:
         raise click.ClickException(str(e)) from e
-    profile = node_profile(name or default_name(), backends[0], instances, seed_variation,
-                           socket.gethostname(), timeout_hint_s)
+    chosen = setup.plan
+    profile = node_profile(name or default_name(), backends[0], len(backends),
+                           chosen.seed_variation.value, socket.gethostname(), timeout_hint_s,
+                           hardware=setup.hardware, gpu_layers=chosen.gpu_layers.value)
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
                            reconnect_min_s=reconnect_s,
                            reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S))

@@ -70,16 +70,17 @@ def _assemble(chunks: list[Path], target: Path, size: int, sha256: str, progress
 
 def resolve_model(path: str | None, progress: bool = True, android: bool = False,
                   env: Mapping[str, str] | None = None) -> Path:
-    """--model PATH if given (must exist, see normalise_model_path), else the bundled model."""
+    """--model PATH if given (a GGUF file or an MLX model directory that exists, see
+    normalise_model_path), else the bundled model."""
     if path is None:
         return bundled_model(progress)
     env = os.environ if env is None else env
     p = normalise_model_path(path, env, android)
-    if not p.is_file():
+    if not p.exists():
         tried = "" if p == Path(path) else f" (tried {p})"
         hint = ("; under Termux, run termux-setup-storage to let it read shared storage"
                 if android and _split(p, _shared_roots(env)) is not None else "")
-        raise ModelError(f"model file {path} does not exist{tried}{hint}")
+        raise ModelError(f"model {path} does not exist{tried}{hint}")
     return p
 
 

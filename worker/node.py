@@ -21,12 +21,12 @@ log = logging.getLogger(__name__)
 
 def node_profile(name: str, backend: Backend, slots: int, seed_variation: bool,
                  host: str, timeout_s: float | None = None,
-                 hardware: Hardware | None = None) -> WorkerProfile:
+                 hardware: Hardware | None = None, gpu_layers: int = 0) -> WorkerProfile:
     """The profile every slot of this node advertises (each with its own slot index)."""
     return WorkerProfile(
         name=name, node_id=uuid.uuid4().hex[:12], host=host, backend=backend.name,
         model=backend.model, slots=slots, seed_variation=seed_variation, cancel=True,
-        timeout_s=timeout_s, hardware=hardware or _basic_hardware(),
+        timeout_s=timeout_s, gpu_layers=gpu_layers, hardware=hardware or _basic_hardware(),
     )
 
 
