@@ -12,7 +12,7 @@ import click
 
 from common import frames as F
 from common import logs
-from common.cli_types import BROKER_ENV, connect_endpoint, seconds, version_option
+from common.cli_types import BROKER_ENV, connect_endpoint, mdns_options, seconds, version_option
 from common.errors import SwarmError
 from common.profile import MAX_HEARTBEAT_S, default_name
 from common.runner import run_until_signalled
@@ -25,9 +25,11 @@ log = logging.getLogger(__name__)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--broker", default=F.DEFAULT_BROKER_CONNECT, show_default=True,
-              envvar=BROKER_ENV, show_envvar=True, callback=connect_endpoint,
-              help="Broker endpoint (tcp://HOST:PORT).")
+@click.option("--broker", default=None, envvar=BROKER_ENV, show_envvar=True,
+              callback=connect_endpoint,
+              help="Broker endpoint (tcp://HOST:PORT) [default: found on mDNS; with --no-mdns "
+                   f"{F.DEFAULT_BROKER_CONNECT}].")
+@mdns_options
 @click.option("--name", default=None, help="Peer name shown in metrics [default: host name].")
 @click.option("--model", "model_path", default=None, metavar="PATH",
               help="GGUF model file [default: the bundled Gemma 3 270M].")
@@ -51,8 +53,8 @@ log = logging.getLogger(__name__)
               show_default=True, help="First reconnect back-off; doubles up to 32 s.")
 @click.option("-v", "--verbose", count=True, help="More logging (-v for debug).")
 @version_option("swarm-worker")
-def main(broker, name, model_path, instances, seed_variation, n_ctx, threads, gpu_layers,
-         timeout_hint_s, heartbeat_s, liveness, reconnect_s, verbose):
+def main(broker, swarm, no_mdns, name, model_path, instances, seed_variation, n_ctx, threads,
+         gpu_layers, timeout_hint_s, heartbeat_s, liveness, reconnect_s, verbose):
     """Serve a local model to a Swarm broker."""
     logs.setup(verbose + 1)
     try:
@@ -63,11 +65,13 @@ def main(broker, name, model_path, instances, seed_variation, n_ctx, threads, gp
     except SwarmError as e:
         raise click.ClickException(str(e)) from e
     profile = node_profile(name or default_name(), backends[0], instances, seed_variation,
-                           socket.gethostname(), timeout_hint_s)
+                           socket.gethostname(), timeout_hint_s, swarm=swarm)
+    if broker is None and no_mdns:
+        broker = F.DEFAULT_BROKER_CONNECT
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
                            reconnect_min_s=reconnect_s,
                            reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S))
-    run_until_signalled(WorkerNode(config, profile, backends).run())
+    run_until_signalled(WorkerNode(config, profile, backends, mdns=not no_mdns).run())
     log.info("worker stopped")
 
 
