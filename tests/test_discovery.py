@@ -187,7 +187,8 @@ def test_programs_find_each_other_without_broker_addresses(procs, model_path):
                 name="stranger")
     procs.start("swarm-worker", "--swarm", swarm, "--name", "elsewhere", "--broker",
                 f"tcp://127.0.0.1:{free_port()}", *worker_args, name="elsewhere")
-    peers = poll_peers(swarm, lambda ps: ps.get("found", {}).get("live") and "elsewhere" in ps)
+    peers = poll_peers(swarm, lambda ps: ps.get("found", {}).get("live")
+                       and ps["found"].get("advertised") and "elsewhere" in ps)
     found, elsewhere = peers["found"], peers["elsewhere"]
     assert found["advertised"] and found["connected"]
     assert found["profile"]["swarm"] == swarm and found["profile"]["hardware"]["ram_total_mb"] > 0
