@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESOLVE_MS = 3000  # how long one record may take to resolve
+MAX_RECORDS = 1024  # a network that floods us with records gets no more table than this
 
 
 class _Browser:
@@ -118,10 +119,9 @@ class BrokerFinder(_Browser):
 
     def _resolved(self, name: str, info: AsyncServiceInfo) -> None:
         advert = mdns.broker_from_txt(info.properties, info.port, info.parsed_addresses(), name)
-        if advert is None or advert.swarm != self.swarm:
-            self.brokers.pop(name, None)
-            return
         self.brokers.pop(name, None)
+        if advert is None or advert.swarm != self.swarm or len(self.brokers) >= MAX_RECORDS:
+            return
         self.brokers[name] = advert  # the latest heard goes last
         log.info("found swarm broker %s at %s", name, choose_endpoint(advert, local_interfaces()))
         self.changed.set()
@@ -149,6 +149,9 @@ class WorkerBrowser(_Browser):
                                       name)
         if advert is None or advert.profile.swarm != self.swarm:
             self.records.pop(name, None)
+            return
+        if name not in self.records and len(self.records) >= MAX_RECORDS:
+            log.debug("mDNS record %s: %d workers known already; ignored", name, MAX_RECORDS)
             return
         self.records[name] = advert
         self.changed.set()

@@ -217,3 +217,70 @@ def poll_peers(swarm: str, done, timeout_s: float = 60.0, runner=None) -> dict[s
                 return peers
         time.sleep(0.3)
     raise AssertionError(f"the peers never showed up; last answer: {last[-2000:]}")
+
+
+# -- without mDNS ----------------------------------------------------------------------------
+def test_no_usable_interface_means_one_warning_and_no_mdns(monkeypatch, caplog):
+    monkeypatch.setenv("SWARM_MDNS_INTERFACES", "198.51.100.77")  # not an address of ours
+
+    async def body():
+        assert await find_broker("lab", 1.0) is None
+        async with broker_mdns("lab", "tcp://127.0.0.1:7123") as workers:
+            assert workers is None
+        async with worker_mdns(WorkerProfile(name="w"), find=True) as finder:
+            assert finder is None
+    run(body())
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 3 and all("mDNS is unavailable" in r.getMessage() for r in warnings)
+
+
+def test_a_worker_with_no_broker_and_no_mdns_says_what_it_tries(ctx, monkeypatch, caplog):
+    from worker.node import WorkerNode
+    monkeypatch.setenv("SWARM_MDNS_INTERFACES", "198.51.100.77")
+
+    async def body():
+        node = WorkerNode(SessionConfig(None, heartbeat_s=0.05), WorkerProfile(name="w"),
+                          [SlowBackend()], ctx, mdns=True)
+        task = asyncio.create_task(node.run())
+        try:
+            await until(lambda: node.sessions and node.sessions[0].connections, 10.0)
+            assert node.sessions[0].endpoint == "tcp://127.0.0.1:7555"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    run(body())
+    assert "no mDNS to find the broker with; trying tcp://127.0.0.1:7555" in caplog.text
+
+
+# -- the browsers' tables, fed records without a network -------------------------------------
+class FakeInfo:
+    def __init__(self, txt: dict, port: int = 9, addresses=("10.0.0.5",)):
+        self.properties = {k.encode(): v.encode() for k, v in txt.items()}
+        self.port, self._addresses = port, list(addresses)
+
+    def parsed_addresses(self):
+        return self._addresses
+
+
+def test_browsers_keep_their_swarm_follow_the_latest_broker_and_cap_their_tables():
+    from common import browsers, mdns
+    workers = browsers.WorkerBrowser(None, "lab")
+    for i in range(browsers.MAX_RECORDS + 5):
+        profile = WorkerProfile(name=f"w{i}", node_id=f"n{i}", swarm="lab")
+        workers._resolved(f"w{i}", FakeInfo(mdns.worker_txt(profile)))
+    workers._resolved("x", FakeInfo(mdns.worker_txt(WorkerProfile(name="x", node_id="nx",
+                                                                  swarm="other"))))
+    workers._resolved("junk", FakeInfo({"id": "no name"}))
+    assert len(workers.adverts()) == browsers.MAX_RECORDS and "nx" not in workers.adverts()
+    workers._removed("w0")
+    assert "n0" not in workers.adverts()
+
+    finder = browsers.BrokerFinder(None, "lab")
+    finder._resolved("a", FakeInfo(mdns.broker_txt("lab", 7001), 7001, ("127.0.0.1",)))
+    finder._resolved("b", FakeInfo(mdns.broker_txt("lab", 7002), 7002, ("127.0.0.1",)))
+    finder._resolved("c", FakeInfo(mdns.broker_txt("other", 7003), 7003, ("127.0.0.1",)))
+    assert finder.current() == "tcp://127.0.0.1:7002"  # the latest heard of our swarm
+    finder._removed("b")
+    assert finder.current() == "tcp://127.0.0.1:7001"
+    finder._removed("a")
+    assert finder.current() is None
