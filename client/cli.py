@@ -100,8 +100,9 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @click.option("-v", "--verbose", count=True, help="Log what the client does (-vv for debug).")
 @version_option("swarm-ask")
 @click.pass_context
-def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens, temperature, seed, timeout_s,
-         connect_timeout_s, raw, stop, as_json, peers, local, model_path, instances, verbose):
+def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens, temperature,
+         seed, timeout_s, connect_timeout_s, raw, stop, as_json, peers, local, model_path,
+         instances, verbose):
     """Ask the swarm QUESTION (the words are joined; none: stdin, or a chat on a terminal)."""
     _check_usage(ctx, peers, local)
     text = None if peers else _question(question, as_json)

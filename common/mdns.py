@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from common import __version__
 from common.errors import ConfigError
-from common.hardware import MAX_CORES, MAX_GPUS, MAX_HW_TEXT, MAX_MB, PLATFORMS, UNKNOWN, Gpu, Hardware
+from common.hardware import (MAX_CORES, MAX_GPUS, MAX_HW_TEXT, MAX_MB, PLATFORMS, UNKNOWN, Gpu,
+                             Hardware)
 from common.profile import MAX_COUNT, WorkerProfile
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from common.mdns import BrokerAdvert, WorkerAdvert
 from common.mdns_addr import advertised_addresses, choose_endpoint
 from common.messages import Disconnect, Ready
 from common.profile import WorkerProfile
-from tests.conftest import BIN, FAST_HB, ask, free_port, run
+from tests.conftest import FAST_HB, ask, free_port, run
 from tests.test_worker_session import SlowBackend, next_msg
 from worker.session import SessionConfig, WorkerSession
 
@@ -72,7 +72,8 @@ def test_a_wildcard_broker_advertises_every_address_one_bound_to_an_address_only
 
 # -- what swarm.status shows ---------------------------------------------------------------
 def advert(name: str, node: str, swarm: str = "lab") -> WorkerAdvert:
-    hw = Hardware(platform="linux", cores_logical=8, gpus=(Gpu(0, "RTX 4090", 24000, 23000, "8.9"),))
+    hw = Hardware(platform="linux", cores_logical=8,
+                  gpus=(Gpu(0, "RTX 4090", 24000, 23000, "8.9"),))
     return WorkerAdvert(WorkerProfile(name=name, node_id=node, swarm=swarm, hardware=hw),
                         ("10.0.0.9",), seen_at=90.0)
 
@@ -284,3 +285,26 @@ def test_browsers_keep_their_swarm_follow_the_latest_broker_and_cap_their_tables
     assert finder.current() == "tcp://127.0.0.1:7001"
     finder._removed("a")
     assert finder.current() is None
+
+
+def test_a_name_taken_on_the_network_is_renamed_not_fatal():
+    """A broker restarted while its old record still answers (another process here)."""
+    from common.discovery import Mdns, broker_advertiser
+    swarm = swarm_name()
+
+    async def body():
+        first, second = Mdns(), Mdns()
+        if not (await first.start() and await second.start()):
+            pytest.skip("zeroconf cannot start on loopback here")
+        old = broker_advertiser(first, swarm, "tcp://127.0.0.1:7555", ["127.0.0.1"])
+        new = broker_advertiser(second, swarm, "tcp://127.0.0.1:7555", ["127.0.0.1"])
+        try:
+            assert await old.start()
+            assert await new.start()
+            assert new.info.name != old.info.name and swarm in new.info.name
+        finally:
+            for a in (old, new):
+                await a.close()
+            await first.close()
+            await second.close()
+    run(body(), timeout_s=60.0)
