@@ -11,7 +11,8 @@ from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS
 from broker.server import Broker, BrokerConfig
 from common import frames as F
 from common import logs
-from common.cli_types import bind_endpoint, seconds, version_option
+from common.cli_types import bind_endpoint, mdns_options, seconds, version_option
+from common.discovery import broker_mdns
 from common.profile import MAX_HEARTBEAT_S
 from common.runner import run_until_signalled
 
@@ -49,18 +50,27 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
               help="Jobs in flight before new ones are refused as busy.")
 @click.option("--max-candidates", type=click.IntRange(1, 10_000_000), default=MAX_JOB_CANDIDATES,
               show_default=True, help="Candidates of all jobs in flight before new jobs are refused.")
+@mdns_options
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @version_option("swarm-broker")
 def main(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s, peer_timeout, max_jobs,
-         max_candidates, verbose):
+         max_candidates, swarm, no_mdns, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     logs.setup(verbose + 1)
     config = BrokerConfig(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s,
-                          _peer_timeouts(peer_timeout), max_jobs, max_candidates)
+                          _peer_timeouts(peer_timeout), max_jobs, max_candidates, swarm)
     broker = Broker(config)
     try:
         broker.bind()
     except Exception as e:  # zmq raises ZMQError for a busy port or a bad endpoint
         raise click.ClickException(f"cannot bind {bind}: {e}") from e
-    run_until_signalled(broker.run())
+    run_until_signalled(_serve(broker, not no_mdns))
     log.info("broker stopped")
+
+
+async def _serve(broker: Broker, mdns: bool) -> None:
+    """Run the bound broker, advertised on mDNS and browsing its swarm's workers."""
+    async with broker_mdns(broker.config.swarm, broker.endpoint, mdns) as workers:
+        if workers is not None:
+            broker.advertised = workers.adverts
+        await broker.run()

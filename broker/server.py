@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import zmq
@@ -30,6 +31,7 @@ from common import frames as F
 from common.bodies import GenerateRequest
 from common.codec import field as body_field, unpack_body
 from common.errors import BodyError, ProtocolError
+from common.mdns import DEFAULT_SWARM, WorkerAdvert
 from common.messages import (ClientReply, ClientRequest, Disconnect, Heartbeat, Ready,
                              WorkerReply, decode)
 from common.profile import WorkerProfile
@@ -51,6 +53,7 @@ class BrokerConfig:
     peer_timeouts: dict[str, float] = field(default_factory=dict)
     max_jobs: int = MAX_JOBS
     max_candidates: int = MAX_JOB_CANDIDATES
+    swarm: str = DEFAULT_SWARM
 
 
 class Broker:
@@ -72,6 +75,7 @@ class Broker:
         self.endpoint: str | None = None
         self.socket: zmq.asyncio.Socket | None = None
         self._sync: zmq.Socket | None = None
+        self.advertised: Callable[[], dict[str, WorkerAdvert]] = dict  # node id -> mDNS advert
 
     def bind(self) -> str:
         """Bind the ROUTER; returns the endpoint actually bound (port resolved)."""
@@ -182,7 +186,8 @@ class Broker:
         elif req.service == F.SERVICE_CANCEL:
             self._cancel(client, delimited, req, now)
         elif req.service == F.SERVICE_STATUS:
-            body = status_map(self.registry, self.metrics, self._broker_info(now))
+            body = status_map(self.registry, self.metrics, self._broker_info(now),
+                              self.advertised(), now)
             self.outbox.reply(client, delimited, req.service, body, final=True)
         elif req.service == F.MMI_SERVICE:
             self._mmi(client, delimited, req)
@@ -304,7 +309,7 @@ class Broker:
             log.exception("error in %s", what)
 
     def _broker_info(self, now: float) -> dict:
-        return {"version": __version__, "endpoint": self.endpoint,
+        return {"version": __version__, "endpoint": self.endpoint, "swarm": self.config.swarm,
                 "uptime_s": round(now - self.started_at, 3),
                 "jobs_active": len(self.generate.jobs), **self.stats,
                 **self.generate.stats, **self.delivery.stats}

@@ -1,29 +1,65 @@
-"""What `swarm.status` answers: live peers with their profiles beside every peer's metrics."""
+"""What `swarm.status` answers: live peers with their profiles beside every peer's metrics,
+and the workers of this swarm that advertise themselves on mDNS but are not connected.
+
+Every peer says `live` (it has slots here now), `connected` (the same, spelt for mDNS
+readers) and `advertised` (its node has an mDNS record). An advertised-only worker is
+shown by its record: `live` and `connected` false, its profile rebuilt from the TXT.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
-from broker.metrics import MetricsBook
+from broker.metrics import MetricsBook, PeerMetrics
 from broker.registry import Registry
+from common.mdns import WorkerAdvert
 
 
-def status_map(registry: Registry, metrics: MetricsBook, broker: dict[str, Any]) -> dict[str, Any]:
+def status_map(registry: Registry, metrics: MetricsBook, broker: dict[str, Any],
+               adverts: Mapping[str, WorkerAdvert] | None = None,
+               now: float = 0.0) -> dict[str, Any]:
+    adverts = adverts or {}
     nodes: dict[str, list] = defaultdict(list)
     for slot in registry.all():
         nodes[slot.peer].append(slot)
+    connected = {slot.node for slots in nodes.values() for slot in slots}
+    unseen = _advertised_only(adverts, connected, set(nodes))
+    known = set(metrics.names())
     peers = []
-    for name in sorted(set(nodes) | set(metrics.names())):
+    for name in sorted(set(nodes) | known | set(unseen)):
         slots = nodes.get(name, [])
+        advert = unseen.get(name)
         profile = slots[0].profile.to_map() if slots else None
-        peers.append({
+        entry = {
             "name": name,
             "live": bool(slots),
+            "connected": bool(slots),
+            "advertised": slots[0].node in adverts if slots else advert is not None,
             "slots": len(slots),
             "busy": sum(1 for s in slots if not s.idle),
             "services": sorted({s.service.decode() for s in slots}),
-            "profile": profile,
-            "metrics": metrics.peer(name).to_map(),
-        })
+            "profile": profile if advert is None else advert.profile.to_map(),
+            "metrics": (metrics.peer(name) if name in known else PeerMetrics()).to_map(),
+        }
+        if advert is not None:
+            entry["addresses"] = list(advert.addresses)
+            entry["seen_s_ago"] = round(max(0.0, now - advert.seen_at), 3)
+        peers.append(entry)
     return {"broker": broker, "peers": peers}
+
+
+def _advertised_only(adverts: Mapping[str, WorkerAdvert], connected: set[str],
+                     live_names: set[str]) -> dict[str, WorkerAdvert]:
+    """Adverts of nodes with no slot here, by the peer name they show under: their own, or
+    `name~node6` where a connected node already holds that name (as the broker renames)."""
+    out: dict[str, WorkerAdvert] = {}
+    for node, advert in sorted(adverts.items()):
+        if node in connected:
+            continue
+        name = advert.profile.name
+        if name in live_names or name in out:
+            name = f"{name}~{node[:6]}"
+        out[name] = advert
+    return out

@@ -20,12 +20,15 @@ from client.render import Progress, Streamer, json_result, peer_lines, peers_tab
 from common import frames as F
 from common import logs
 from common.bodies import MAX_CANDIDATES, MAX_TOKENS, STRATEGIES, GenerateRequest, Sampling
-from common.cli_types import BROKER_ENV, FiniteFloat, connect_endpoint, seconds, version_option
+from common.cli_types import (BROKER_ENV, FiniteFloat, connect_endpoint, mdns_options, seconds,
+                              version_option)
+from common.discovery import find_broker
 from common.errors import SwarmError
 from worker.launch import prepare
 from worker.policy import Requested
 
 EXIT_INTERRUPTED = 130
+MDNS_LOOK_S = 3.0  # how long swarm-ask looks for a broker on mDNS
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,9 +70,11 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("question", nargs=-1)
-@click.option("--broker", default=F.DEFAULT_BROKER_CONNECT, show_default=True, envvar=BROKER_ENV,
-              show_envvar=True, callback=connect_endpoint,
-              help="Broker endpoint (tcp://HOST:PORT).")
+@click.option("--broker", default=None, envvar=BROKER_ENV, show_envvar=True,
+              callback=connect_endpoint,
+              help="Broker endpoint (tcp://HOST:PORT) [default: found on mDNS, else "
+                   f"{F.DEFAULT_BROKER_CONNECT}].")
+@mdns_options
 @click.option("--candidates", "-k", type=click.IntRange(1, MAX_CANDIDATES), default=3,
               show_default=True, help="Answers to gather; candidate i uses seed + i.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="similarity", show_default=True,
@@ -96,8 +101,9 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @click.option("-v", "--verbose", count=True, help="Log what the client does (-vv for debug).")
 @version_option("swarm-ask")
 @click.pass_context
-def main(ctx, question, broker, candidates, strategy, max_tokens, temperature, seed, timeout_s,
-         connect_timeout_s, raw, stop, as_json, peers, local, model_path, instances, verbose):
+def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens, temperature,
+         seed, timeout_s, connect_timeout_s, raw, stop, as_json, peers, local, model_path,
+         instances, verbose):
     """Ask the swarm QUESTION (the words are joined; none: stdin, or a chat on a terminal)."""
     _check_usage(ctx, peers, local)
     text = None if peers else _question(question, as_json)
@@ -107,6 +113,9 @@ def main(ctx, question, broker, candidates, strategy, max_tokens, temperature, s
     sampling = Sampling(prompt="", max_tokens=max_tokens, temperature=temperature, stop=tuple(stop))
     template = GenerateRequest(sampling, candidates, strategy, seed, timeout_s,
                                stream="winner" if as_json else "progress")
+    fallback = None
+    if broker is None and not local:
+        broker, fallback = _find_broker(swarm, no_mdns)
     try:
         with _endpoint(broker, local, model_path, instances, timeout_s) as endpoint:
             client = SwarmClient(endpoint, connect_timeout_s=connect_timeout_s)
@@ -118,7 +127,7 @@ def main(ctx, question, broker, candidates, strategy, max_tokens, temperature, s
             else:
                 _answer(session, text)
     except SwarmError as e:
-        raise click.ClickException(str(e)) from e
+        raise click.ClickException(f"{e} ({fallback})" if fallback else str(e)) from e
     except KeyboardInterrupt:
         click.echo("\nswarm-ask: cancelled", err=True)
         ctx.exit(EXIT_INTERRUPTED)
@@ -135,6 +144,19 @@ def _endpoint(broker: str, local: bool, model_path: str | None, instances: int,
     _say("starting a local swarm...")
     with local_swarm_thread(setup, timeout_s=timeout_s) as endpoint:
         yield endpoint
+
+
+def _find_broker(swarm: str, no_mdns: bool) -> tuple[str, str | None]:
+    """The broker of `swarm` found on mDNS, else the default endpoint with a note to show
+    only if that fails too."""
+    if no_mdns:
+        return F.DEFAULT_BROKER_CONNECT, None
+    _say(f"looking for a swarm broker on mDNS (swarm {swarm})...")
+    found = asyncio.run(find_broker(swarm, MDNS_LOOK_S))
+    if found is not None:
+        return found, None
+    return F.DEFAULT_BROKER_CONNECT, (f"no broker of swarm '{swarm}' answered on mDNS within "
+                                      f"{MDNS_LOOK_S:g} s, so {F.DEFAULT_BROKER_CONNECT} was tried")
 
 
 def _say(line: str) -> None:

@@ -155,7 +155,7 @@ def peer_lines(peers: list[dict[str, Any]]) -> list[str]:
         m = p.get("metrics") if isinstance(p.get("metrics"), dict) else {}
         prof = p.get("profile") if isinstance(p.get("profile"), dict) else {}
         state = (f"live, {_int(p.get('busy'))}/{_int(p.get('slots'))} slots busy"
-                 if p.get("live") is True else "lost")
+                 if p.get("live") is True else _state(p))
         what = " ".join(x for x in (_text(prof.get("backend")), _text(prof.get("model"))) if x)
         lines.append(f"{_text(p.get('name')) or '?'}: {state}" + (f", {what}" if what else ""))
         lines.append(f"  {_int(m.get('requests'))} req, {_int(m.get('successes'))} ok, "
@@ -182,12 +182,19 @@ def peers_table(peers: list[dict[str, Any]], console: Console) -> None:
     for p in peers:
         m = p.get("metrics") if isinstance(p.get("metrics"), dict) else {}
         live = p.get("live") is True
-        table.add_row(_text(p.get("name")) or "?", "live" if live else "lost",
+        table.add_row(_text(p.get("name")) or "?", _state(p),
                       f"{_int(p.get('busy'))}/{_int(p.get('slots'))}" if live else "-",
                       *(_int(m.get(k)) for k in ("requests", "successes", "failures", "wins")),
                       _num(m.get("latency_p95_s")), _num(m.get("tokens_per_s"), 1),
                       _text(m.get("last_error")))
     console.print(table)
+
+
+def _state(p: dict[str, Any]) -> str:
+    """live (connected), advertised (on mDNS only: not connected), or lost."""
+    if p.get("live") is True:
+        return "live"
+    return "advertised" if p.get("advertised") is True else "lost"
 
 
 def _is_count(x: Any) -> bool:

@@ -10,6 +10,7 @@ import click
 from common import __version__
 from common.endpoints import check
 from common.errors import ConfigError
+from common.mdns import DEFAULT_SWARM, check_swarm
 
 BROKER_ENV = "SWARM_BROKER"  # swarm-ask and swarm-worker read the broker address from it
 
@@ -60,14 +61,30 @@ def _endpoint(value: str, bind: bool) -> str:
         raise click.BadParameter(str(e)) from e
 
 
-def connect_endpoint(ctx, param, value: str) -> str:
-    """click callback for --broker: an endpoint a socket can connect to."""
-    return _endpoint(value, bind=False)
+def connect_endpoint(ctx, param, value: str | None) -> str | None:
+    """click callback for --broker: an endpoint a socket can connect to (None: not given)."""
+    return None if value is None else _endpoint(value, bind=False)
 
 
 def bind_endpoint(ctx, param, value: str) -> str:
     """click callback for --bind: an endpoint a socket can bind (a port in range, or *)."""
     return _endpoint(value, bind=True)
+
+
+def _swarm_name(ctx, param, value: str) -> str:
+    try:
+        return check_swarm(value)
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+def mdns_options(f):
+    """--swarm NAME and --no-mdns, alike on the three programs."""
+    f = click.option("--no-mdns", "no_mdns", is_flag=True,
+                     help="Neither advertise nor look for anything on mDNS.")(f)
+    return click.option("--swarm", default=DEFAULT_SWARM, show_default=True,
+                        callback=_swarm_name, metavar="NAME",
+                        help="The swarm to join: mDNS keeps swarms on one network apart.")(f)
 
 
 def version_option(prog: str):

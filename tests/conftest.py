@@ -20,6 +20,21 @@ BIN = Path(sys.executable).parent
 FAST_HB = "0.2"  # injected heartbeat interval: failures show within 0.6 s
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_mdns_and_own_state(tmp_path_factory):
+    """Every program a test starts keeps mDNS on loopback and its machine id in a scratch
+    directory, never the user's."""
+    saved = {k: os.environ.get(k) for k in ("SWARM_MDNS_INTERFACES", "SWARM_STATE_DIR")}
+    os.environ["SWARM_MDNS_INTERFACES"] = "127.0.0.1"
+    os.environ["SWARM_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

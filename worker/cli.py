@@ -13,7 +13,7 @@ import click
 
 from common import frames as F
 from common import logs
-from common.cli_types import BROKER_ENV, connect_endpoint, seconds, version_option
+from common.cli_types import BROKER_ENV, connect_endpoint, mdns_options, seconds, version_option
 from common.errors import ConfigError, SwarmError
 from common.profile import MAX_HEARTBEAT_S, default_name
 from common.runner import run_until_signalled
@@ -36,9 +36,11 @@ def _auto_int(lo: int, hi: int | None = None):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--broker", default=F.DEFAULT_BROKER_CONNECT, show_default=True,
-              envvar=BROKER_ENV, show_envvar=True, callback=connect_endpoint,
-              help="Broker endpoint (tcp://HOST:PORT).")
+@click.option("--broker", default=None, envvar=BROKER_ENV, show_envvar=True,
+              callback=connect_endpoint,
+              help="Broker endpoint (tcp://HOST:PORT) [default: found on mDNS; with --no-mdns "
+                   f"{F.DEFAULT_BROKER_CONNECT}].")
+@mdns_options
 @click.option("--name", default=None, help="Peer name shown in metrics [default: host name].")
 @click.option("--model", "model_path", default=None, metavar="PATH",
               help="GGUF file, or MLX model directory [default: the bundled Gemma 3 270M].")
@@ -68,8 +70,9 @@ def _auto_int(lo: int, hi: int | None = None):
 @click.option("--json", "as_json", is_flag=True, help="With --print-profile: one JSON object.")
 @click.option("-v", "--verbose", count=True, help="More logging (-v for debug).")
 @version_option("swarm-worker")
-def main(broker, name, model_path, backend, instances, gpu_layers, threads, seed_variation, n_ctx,
-         timeout_hint_s, heartbeat_s, liveness, reconnect_s, print_profile, as_json, verbose):
+def main(broker, swarm, no_mdns, name, model_path, backend, instances, gpu_layers, threads,
+         seed_variation, n_ctx, timeout_hint_s, heartbeat_s, liveness, reconnect_s, print_profile,
+         as_json, verbose):
     """Serve a local model to a Swarm broker."""
     logs.setup(verbose + (0 if print_profile else 1))
     if as_json and not print_profile:
@@ -88,11 +91,14 @@ def main(broker, name, model_path, backend, instances, gpu_layers, threads, seed
     chosen = setup.plan
     profile = node_profile(name or default_name(), backends[0], len(backends),
                            chosen.seed_variation.value, socket.gethostname(), timeout_hint_s,
-                           hardware=setup.hardware, gpu_layers=chosen.gpu_layers.value)
+                           hardware=setup.hardware, gpu_layers=chosen.gpu_layers.value,
+                           swarm=swarm)
+    if broker is None and no_mdns:
+        broker = F.DEFAULT_BROKER_CONNECT
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
                            reconnect_min_s=reconnect_s,
                            reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S))
-    run_until_signalled(WorkerNode(config, profile, backends).run())
+    run_until_signalled(WorkerNode(config, profile, backends, mdns=not no_mdns).run())
     log.info("worker stopped")
 
 

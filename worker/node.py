@@ -1,17 +1,25 @@
-"""A worker node: N model instances served as N slots, each its own MDP session."""
+"""A worker node: N model instances served as N slots, each its own MDP session.
+
+The node advertises itself on mDNS (one record per node, not per slot) unless told not to,
+and where it was given no broker it finds one there: each slot, whenever it (re)connects,
+connects to the broker that discovery knows at that moment.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
 import psutil
 import zmq.asyncio
 
+from common import frames as F
+from common.discovery import worker_mdns
 from common.hardware import Hardware
+from common.mdns import DEFAULT_SWARM
+from common.node_id import node_id
 from common.profile import WorkerProfile
 from worker.backend import Backend
 from worker.session import SessionConfig, WorkerSession
@@ -21,12 +29,15 @@ log = logging.getLogger(__name__)
 
 def node_profile(name: str, backend: Backend, slots: int, seed_variation: bool,
                  host: str, timeout_s: float | None = None,
-                 hardware: Hardware | None = None, gpu_layers: int = 0) -> WorkerProfile:
-    """The profile every slot of this node advertises (each with its own slot index)."""
+                 hardware: Hardware | None = None, gpu_layers: int = 0,
+                 swarm: str = DEFAULT_SWARM) -> WorkerProfile:
+    """The profile every slot of this node advertises (each with its own slot index); the
+    node id stays the same for this name on this machine across restarts."""
     return WorkerProfile(
-        name=name, node_id=uuid.uuid4().hex[:12], host=host, backend=backend.name,
+        name=name, node_id=node_id(name), host=host, backend=backend.name,
         model=backend.model, slots=slots, seed_variation=seed_variation, cancel=True,
-        timeout_s=timeout_s, gpu_layers=gpu_layers, hardware=hardware or _basic_hardware(),
+        timeout_s=timeout_s, gpu_layers=gpu_layers, swarm=swarm,
+        hardware=hardware or _basic_hardware(),
     )
 
 
@@ -36,13 +47,28 @@ def _basic_hardware() -> Hardware:
 
 
 class WorkerNode:
+    """`config.broker` None: find the broker on mDNS (needs `mdns`)."""
+
     def __init__(self, config: SessionConfig, profile: WorkerProfile, backends: Sequence[Backend],
-                 ctx: zmq.asyncio.Context | None = None):
-        ctx = ctx or zmq.asyncio.Context.instance()
-        self.sessions = [WorkerSession(ctx, config, replace(profile, slot=i), b)
-                         for i, b in enumerate(backends)]
+                 ctx: zmq.asyncio.Context | None = None, mdns: bool = False):
+        self.ctx = ctx or zmq.asyncio.Context.instance()
+        self.config, self.profile, self.backends, self.mdns = config, profile, backends, mdns
+        self.sessions: list[WorkerSession] = []
 
     async def run(self) -> None:
-        log.info("worker %s: %d slot(s) serving %s", self.sessions[0].profile.name,
-                 len(self.sessions), self.sessions[0].config.broker)
-        await asyncio.gather(*(s.run() for s in self.sessions))
+        find = self.config.broker is None
+        async with worker_mdns(self.profile, find, self.mdns) as finder:
+            config, where = self.config, self.config.broker
+            if finder is not None:
+                config = replace(config, find_broker=finder.wait)
+                where = f"the broker found on mDNS (swarm {self.profile.swarm})"
+            elif find:
+                where = F.DEFAULT_BROKER_CONNECT
+                log.warning("no mDNS to find the broker with; trying %s (--broker chooses one)",
+                            where)
+                config = replace(config, broker=where)
+            self.sessions = [WorkerSession(self.ctx, config, replace(self.profile, slot=i), b)
+                             for i, b in enumerate(self.backends)]
+            log.info("worker %s: %d slot(s) serving %s", self.profile.name, len(self.sessions),
+                     where)
+            await asyncio.gather(*(s.run() for s in self.sessions))

@@ -19,6 +19,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import zmq
@@ -42,7 +43,9 @@ RETRY_S = 0.005  # how soon a FINAL the broker could not take yet is sent again
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
-    broker: str = F.DEFAULT_BROKER_CONNECT
+    broker: str | None = F.DEFAULT_BROKER_CONNECT  # None: ask find_broker
+    # where the broker is now (mDNS), asked before each connection; `broker` when None
+    find_broker: Callable[[], Awaitable[str]] | None = None
     service: bytes = F.SERVICE_GENERATE
     heartbeat_s: float = F.DEFAULT_HEARTBEAT_S
     liveness: int = F.DEFAULT_LIVENESS
@@ -104,6 +107,7 @@ class WorkerSession:
         self.connections = 0
         self.backoff_s = config.reconnect_min_s  # the pause after a refused connection
         self.pauses_s: deque[float] = deque(maxlen=32)  # the latest pauses taken, oldest first
+        self.endpoint = config.broker  # the broker of the latest connection
 
     async def run(self) -> None:
         cfg = self.config
@@ -113,13 +117,16 @@ class WorkerSession:
                 pause = cfg.reconnect_min_s if await self._connection() else self.backoff_s
                 self.backoff_s = min(pause * 2, cfg.reconnect_max_s)
                 self.pauses_s.append(pause)
-                log.info("slot %d: reconnecting to %s in %.2g s", self.profile.slot, cfg.broker, pause)
+                log.info("slot %d: reconnecting in %.2g s (last to %s)", self.profile.slot, pause,
+                         self.endpoint)
                 await asyncio.sleep(pause)
         finally:
             self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _connection(self) -> bool:
         """One connection's life; True if a broker accepted it (the back-off starts over)."""
+        if self.config.find_broker is not None:
+            self.endpoint = await self.config.find_broker()
         sock = self._socket()
         link = None
         try:
@@ -181,7 +188,7 @@ class WorkerSession:
         sock.setsockopt(zmq.IMMEDIATE, 1)         # queue only to a completed connection
         sock.setsockopt(zmq.RECONNECT_IVL, -1)    # one socket, one connection: we reconnect
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
-        sock.connect(self.config.broker)
+        sock.connect(self.endpoint)
         self.connections += 1
         return sock
 
@@ -192,7 +199,7 @@ class WorkerSession:
         try:
             await asyncio.wait_for(sock.send_multipart(ready), wait_s)
         except asyncio.TimeoutError:
-            log.info("slot %d: no connection to %s in %g s", self.profile.slot, self.config.broker, wait_s)
+            log.info("slot %d: no connection to %s in %g s", self.profile.slot, self.endpoint, wait_s)
             return False
         return True
 
