@@ -162,9 +162,33 @@ def peer_lines(peers: list[dict[str, Any]]) -> list[str]:
                      f"{_int(m.get('failures'))} failed ({_int(m.get('timeouts'))} timeouts), "
                      f"{_int(m.get('wins'))} wins; p95 {_num(m.get('latency_p95_s'))} s, "
                      f"{_num(m.get('tokens_per_s'), 1)} tok/s")
+        if hardware_summary(prof):
+            lines.append(f"  {hardware_summary(prof)}")
         if _text(m.get("last_error")):
             lines.append(f"  last error: {_text(m.get('last_error'))}")
     return [_clip(line) for line in lines]
+
+
+def hardware_summary(profile: dict[str, Any]) -> str:
+    """One line on a peer's machine: platform, cores, RAM, GPUs, offload; "" when unknown."""
+    hw = profile.get("hardware") if isinstance(profile.get("hardware"), dict) else {}
+    parts = [" ".join(x for x in (_text(hw.get("platform")), _text(hw.get("arch")))
+                      if x and x != "unknown")]
+    if _is_count(hw.get("cores_logical")) and hw["cores_logical"]:
+        parts.append(f"{hw['cores_logical']} cores")
+    if _is_count(hw.get("ram_total_mb")) and hw["ram_total_mb"]:
+        parts.append(f"{hw['ram_total_mb'] / 1024:.1f} GB RAM")
+    gpus = [g for g in hw.get("gpus", []) if isinstance(g, dict)] \
+        if isinstance(hw.get("gpus"), list) else []
+    for g in gpus:
+        vram = f" {g['vram_total_mb'] / 1024:.0f} GB" if _is_count(g.get("vram_total_mb")) else ""
+        parts.append(f"{_text(g.get('name')) or 'GPU'}{vram}")
+    if hw.get("apple_silicon") is True and _text(hw.get("chip")):
+        parts.append(_text(hw.get("chip")))
+    layers = profile.get("gpu_layers")
+    if isinstance(layers, int) and not isinstance(layers, bool) and layers != 0:
+        parts.append("all layers on GPU" if layers < 0 else f"{layers} layers on GPU")
+    return ", ".join(p for p in parts if p)
 
 
 def peers_table(peers: list[dict[str, Any]], console: Console) -> None:
@@ -188,6 +212,15 @@ def peers_table(peers: list[dict[str, Any]], console: Console) -> None:
                       _num(m.get("latency_p95_s")), _num(m.get("tokens_per_s"), 1),
                       _text(m.get("last_error")))
     console.print(table)
+    machines = [(_text(p.get("name")) or "?", hardware_summary(p["profile"])) for p in peers
+                if isinstance(p.get("profile"), dict) and hardware_summary(p["profile"])]
+    if machines:
+        hw = Table(header_style="bold", box=None, width=min(console.width, WIDTH))
+        hw.add_column("peer", no_wrap=True, overflow="ellipsis", max_width=16)
+        hw.add_column("hardware", overflow="fold")
+        for row in machines:
+            hw.add_row(*row)
+        console.print(hw)
 
 
 def _state(p: dict[str, Any]) -> str:

@@ -98,3 +98,43 @@ def test_peers_table_on_an_80_column_terminal_keeps_the_numbers():
     assert "p95 s" in lines[0] and "tok/s" in lines[0]
     assert "2.25" in lines[1] and "42.5" in lines[1]
     assert "lost" in lines[2]
+
+
+CUDA_PROFILE = {"backend": "llama.cpp", "model": "gemma", "gpu_layers": -1, "hardware": {
+    "platform": "linux", "arch": "x86_64", "cores_logical": 32, "ram_total_mb": 131072,
+    "gpus": [{"index": 0, "name": "NVIDIA RTX 4090", "vram_total_mb": 24564},
+             {"index": 1, "name": "NVIDIA RTX 3060", "vram_total_mb": 12288}]}}
+
+
+def test_hardware_summary_names_platform_cores_ram_gpus_and_offload():
+    from client.render import hardware_summary
+    assert hardware_summary(CUDA_PROFILE) == ("linux x86_64, 32 cores, 128.0 GB RAM, "
+                                              "NVIDIA RTX 4090 24 GB, NVIDIA RTX 3060 12 GB, "
+                                              "all layers on GPU")
+    mac = {"gpu_layers": 0, "hardware": {"platform": "macos", "arch": "arm64",
+                                         "apple_silicon": True, "chip": "Apple M2 Pro"}}
+    assert hardware_summary(mac) == "macos arm64, Apple M2 Pro"
+
+
+@pytest.mark.parametrize("profile", [{}, {"hardware": None}, {"hardware": [1]},
+                                     {"hardware": {"gpus": "many", "cores_logical": True,
+                                                   "ram_total_mb": -5, "platform": 7}},
+                                     {"hardware": {"gpus": [None, {"name": 3}]}, "gpu_layers": "x"}],
+                         ids=repr)
+def test_hardware_summary_of_a_strange_profile_is_short_and_never_raises(profile):
+    from client.render import hardware_summary
+    assert hardware_summary(profile) in ("", "GPU")
+
+
+def test_peers_show_each_machine_in_lines_and_in_the_table():
+    from rich.console import Console
+
+    from client.render import peer_lines, peers_table
+    from tests.test_cli_input import _peer
+    peer = {**_peer("gpu-box", True, ""), "profile": CUDA_PROFILE}
+    assert any("NVIDIA RTX 4090 24 GB" in line for line in peer_lines([peer]))
+    out = io.StringIO()
+    peers_table([peer], Console(file=out, width=80, force_terminal=True, color_system=None))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert any("hardware" in line for line in lines) and "RTX 4090" in out.getvalue()
