@@ -39,7 +39,7 @@ def _tokenizer(directory: Path, chat_template: str | None) -> int:
     tok.train_from_iterator(SENTENCES, trainer)
     tok.save(str(directory / "tokenizer.json"))
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS, "eos_token": EOS,
-              "model_max_length": CONTEXT, "add_bos_token": False}
+              "add_bos_token": False}
     if chat_template is not None:
         config["chat_template"] = chat_template
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=1))

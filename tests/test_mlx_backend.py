@@ -180,6 +180,12 @@ def test_a_prompt_that_fits_but_leaves_little_room_ends_by_length(tiny):
     assert outcome.usage["completion_tokens"] == room
 
 
+def test_an_empty_prompt_starts_from_the_start_token(tiny):
+    outcome, pieces = generate(tiny, Sampling(prompt="", max_tokens=4, temperature=1.0))
+    assert outcome.error is None and outcome.usage["prompt_tokens"] == 1
+    assert "".join(pieces) == outcome.text
+
+
 def test_a_missing_or_wrong_directory_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         MlxBackend(tmp_path / "nowhere")
