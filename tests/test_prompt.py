@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from worker.prompt import LabelStripper, stops_for_chat, strip_label, transcript
+from common.bodies import Sampling
+from worker.prompt import (AnswerFilter, LabelStripper, StopCutter, prompt_and_stops,
+                           stops_for_chat, strip_label, transcript)
 
 
 def stream(pieces: list[str]) -> tuple[list[str], str]:
@@ -64,3 +66,44 @@ def test_only_what_could_still_be_a_label_is_held_back():
 def test_after_the_answer_starts_a_label_passes_through():
     out, text = stream([" Hi", " Assistant: hi"])
     assert text == " Hi Assistant: hi"
+
+
+def cut(stops: list[str], pieces: list[str]) -> tuple[list[str], str, bool]:
+    """Feed pieces to a StopCutter: (what each feed passed on, the whole text, stopped)."""
+    cutter = StopCutter(stops)
+    out = [cutter.feed(p) for p in pieces]
+    return out, "".join(out) + cutter.finish(), cutter.stopped
+
+
+def test_a_stop_string_ends_the_text_before_it():
+    out, text, stopped = cut(["END"], ["one two", " END three"])
+    assert text == "one two " and stopped and out == ["one two", " "]
+
+
+def test_a_stop_split_over_pieces_is_held_back_then_cut():
+    out, text, stopped = cut(["\nUser:"], ["Red.", "\nUs", "er: more"])
+    assert out == ["Red.", "", ""] and text == "Red." and stopped
+
+
+def test_a_held_tail_that_never_becomes_a_stop_is_passed_on():
+    out, text, stopped = cut(["\nUser:"], ["Red.\nU", "nder"])
+    assert out == ["Red.", "\nUnder"] and text == "Red.\nUnder" and not stopped
+    _, text, stopped = cut(["\nUser:"], ["Red.\nUs"])  # the text ends while held
+    assert text == "Red.\nUs" and not stopped
+
+
+def test_the_earliest_of_several_stops_wins_and_nothing_passes_after_it():
+    cutter = StopCutter(["bb", "a"])
+    assert cutter.feed("xxbbya") == "xx" and cutter.feed("more") == "" and cutter.finish() == ""
+
+
+def test_an_answer_is_cut_at_its_stop_and_then_stripped_of_its_label():
+    answer = AnswerFilter(stops_for_chat([]), strip_labels=True)
+    out = [answer.feed(p) for p in [" Assis", "tant: Red", ", green.\nUs", "er: thanks"]]
+    assert "".join(out) == "Red, green." and answer.stopped and answer.finish() == ""
+
+
+def test_the_prompt_is_the_raw_text_or_the_transcript_with_its_turn_stops():
+    assert prompt_and_stops(Sampling(prompt="Once", stop=("\n",))) == ("Once", ["\n"])
+    text, stops = prompt_and_stops(Sampling(messages=({"role": "user", "content": "Hi"},)))
+    assert text == "User: Hi\nAssistant:" and "\nUser:" in stops

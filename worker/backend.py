@@ -22,7 +22,7 @@ from typing import Protocol
 from common.bodies import ERROR_REQUEST, Outcome, Task
 from common.errors import ModelError
 from worker.cpu_probe import extra_buffers_work
-from worker.prompt import LabelStripper, stops_for_chat, transcript
+from worker.prompt import AnswerFilter, prompt_and_stops
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,41 @@ def too_long(task: Task, prompt_tokens: int, n_ctx: int) -> Outcome:
                    f"the context window of {n_ctx} tokens", error_kind=ERROR_REQUEST)
 
 
+class Collector:
+    """Passes each piece on to `emit`, keeping the whole text and when the first one came."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+        self.parts: list[str] = []
+        self.first: float | None = None  # time.perf_counter() of the first piece
+
+    def __call__(self, piece: str) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+        self.parts.append(piece)
+        self.emit(piece)
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def finished(task: Task, collected: Collector, finish: str, prompt_tokens: int,
+             completion_tokens: int, start: float) -> Outcome:
+    """The Outcome every backend returns: text, finish reason, usage and timings."""
+    elapsed = time.perf_counter() - start
+    first = collected.first
+    gen_s = elapsed - ((first - start) if first else 0.0)
+    return Outcome(
+        job=task.job, cand=task.cand, text=collected.text(), finish_reason=finish,
+        usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+               "total_tokens": prompt_tokens + completion_tokens},
+        timings={"total_s": round(elapsed, 4),
+                 "ttft_s": round(first - start, 4) if first else None,
+                 "tokens_per_s": (round(completion_tokens / gen_s, 2)
+                                  if gen_s > 0 and completion_tokens else None)},
+    )
+
+
 class LlamaCppBackend:
     """llama.cpp through llama-cpp-python: one model instance, one slot.
 
@@ -134,15 +169,7 @@ class LlamaCppBackend:
         prompt_tokens = self._prompt_tokens(task)
         if prompt_tokens >= self.n_ctx:
             return too_long(task, prompt_tokens, self.n_ctx)
-        parts: list[str] = []
-        first: list[float] = []
-
-        def collect(piece: str) -> None:
-            if not first:
-                first.append(time.perf_counter())
-            parts.append(piece)
-            emit(piece)
-
+        collect = Collector(emit)
         self._cancelled = cancelled
         try:
             finish = self._run(task, collect, cancelled)
@@ -157,54 +184,35 @@ class LlamaCppBackend:
             finish = "cancelled"
         finally:
             self._cancelled = None
-        return self._outcome(task, "".join(parts), finish, prompt_tokens, start,
-                             first[0] if first else None)
+        text = collect.text()
+        completion = len(self.llm.tokenize(text.encode(), add_bos=False)) if text else 0
+        return finished(task, collect, finish, prompt_tokens, completion, start)
 
     def _run(self, task: Task, emit: Emit, cancelled: threading.Event) -> str:
         """Stream the pieces to `emit`; the finish reason."""
         finish = "length"
-        strip = LabelStripper() if self._uses_transcript(task) else None
+        # llama-cpp-python cuts the stop strings itself: only the leading label is ours to cut
+        answer = AnswerFilter((), strip_labels=self._uses_transcript(task))
         for piece, reason in self._stream(task):
-            if piece and strip is not None:
-                piece = strip.feed(piece)
-            if piece:
+            if piece and (piece := answer.feed(piece)):
                 emit(piece)
             if reason:
                 finish = reason
             if cancelled.is_set():
                 return "cancelled"
-        if strip is not None and (rest := strip.finish()):
+        if rest := answer.finish():
             emit(rest)
         return finish
 
-    def _outcome(self, task: Task, text: str, finish: str, prompt_tokens: int, start: float,
-                 first: float | None) -> Outcome:
-        elapsed = time.perf_counter() - start
-        completion = len(self.llm.tokenize(text.encode(), add_bos=False)) if text else 0
-        gen_s = elapsed - ((first - start) if first else 0.0)
-        return Outcome(
-            job=task.job, cand=task.cand, text=text, finish_reason=finish,
-            usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                   "total_tokens": prompt_tokens + completion},
-            timings={"total_s": round(elapsed, 4),
-                     "ttft_s": round(first - start, 4) if first else None,
-                     "tokens_per_s": round(completion / gen_s, 2) if gen_s > 0 and completion else None},
-        )
-
     def _uses_transcript(self, task: Task) -> bool:
         return task.sampling.messages is not None and not self.has_template
-
-    def _prompt(self, task: Task) -> tuple[str, list[str]]:
-        s = task.sampling
-        if s.prompt is not None:
-            return s.prompt, list(s.stop)
-        return transcript(s.messages or ()), stops_for_chat(s.stop)
 
     def _prompt_tokens(self, task: Task) -> int:
         """The prompt's length as llama-cpp-python counts it (with BOS)."""
         if task.sampling.messages is not None and self.has_template:
             return 0  # the chat handler formats the prompt; llama-cpp-python does not expose it
-        return len(self.llm.tokenize(self._prompt(task)[0].encode(), add_bos=True, special=True))
+        prompt = prompt_and_stops(task.sampling)[0]
+        return len(self.llm.tokenize(prompt.encode(), add_bos=True, special=True))
 
     def _stream(self, task: Task) -> Iterator[tuple[str, str | None]]:
         s = task.sampling
@@ -217,7 +225,7 @@ class LlamaCppBackend:
                 choice = chunk["choices"][0]
                 yield choice["delta"].get("content") or "", choice.get("finish_reason")
             return
-        prompt, stop = self._prompt(task)
+        prompt, stop = prompt_and_stops(task.sampling)
         for chunk in self.llm.create_completion(prompt, stop=stop or None, **common):
             choice = chunk["choices"][0]
             yield choice.get("text") or "", choice.get("finish_reason")

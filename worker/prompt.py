@@ -1,16 +1,19 @@
-"""Chat messages to a prompt, for models whose GGUF carries no chat template.
+"""Chat messages to a prompt, for models with no chat template, and the streamed answer's cuts.
 
 The bundled Gemma 3 270M is a base model: llama-cpp-python's llama-2 fallback makes it
 answer nothing. A plain transcript answers (DESIGN.md), but a base model goes on writing
 the transcript: the next turn ("\\nUser: ..."), or roles it invents ("Customer:", "A:").
 So generation stops at any role label that starts a line, and `LabelStripper` drops a
 label the answer itself starts with ("Assistant: Paris" -> "Paris"), also when the label
-arrives split over streamed pieces.
+arrives split over streamed pieces. `AnswerFilter` puts both together with the request's
+own stop strings, for a backend that cuts stop strings itself (mlx-lm does not).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from common.bodies import Sampling
 
 ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 # labels base models invent for the two sides of a dialogue
@@ -28,6 +31,13 @@ def transcript(messages: Sequence[dict[str, str]]) -> str:
 
 def stops_for_chat(user_stops: Sequence[str]) -> list[str]:
     return list(dict.fromkeys([*TURN_STOPS, *user_stops]))
+
+
+def prompt_and_stops(sampling: Sampling) -> tuple[str, list[str]]:
+    """The text to continue and where to stop: the raw prompt, or the chat transcript."""
+    if sampling.prompt is not None:
+        return sampling.prompt, list(sampling.stop)
+    return transcript(sampling.messages or ()), stops_for_chat(sampling.stop)
 
 
 def strip_label(text: str) -> str:
@@ -68,3 +78,63 @@ class LabelStripper:
         """What is still held back when the answer ends (it never became a label)."""
         head, self._head, self._done = self._head, "", True
         return head.lstrip() if self._stripped else head
+
+
+class StopCutter:
+    """Streams text on up to the first stop string, and never any part of one.
+
+    `feed` holds back only the tail that could still grow into a stop string, so a stop
+    split over pieces ("\nUs" + "er:") is cut as surely as a whole one.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.stopped = False
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        text = self._held + piece
+        cut = min((i for s in self.stops if (i := text.find(s)) >= 0), default=-1)
+        if cut >= 0:
+            self._held, self.stopped = "", True
+            return text[:cut]
+        keep = max((n for s in self.stops for n in range(len(s) - 1, 0, -1)
+                    if text.endswith(s[:n])), default=0)
+        self._held = text[len(text) - keep:]
+        return text[:len(text) - keep]
+
+    def finish(self) -> str:
+        """What is still held back when the text ends without a stop."""
+        held, self._held = self._held, ""
+        return held
+
+
+class AnswerFilter:
+    """A streamed answer cut at its stop strings, then, for a transcript, its leading label."""
+
+    def __init__(self, stops: Sequence[str], strip_labels: bool) -> None:
+        self._cutter = StopCutter(stops)
+        self._stripper = LabelStripper() if strip_labels else None
+
+    @property
+    def stopped(self) -> bool:
+        """A stop string was met: nothing more passes."""
+        return self._cutter.stopped
+
+    def feed(self, piece: str) -> str:
+        text = self._cutter.feed(piece)
+        if self._stripper is not None and text:
+            text = self._stripper.feed(text)
+        return text + self._rest() if self.stopped else text
+
+    def finish(self) -> str:
+        """What is still held back once generation ended by itself (length, end of text)."""
+        text = self._cutter.finish()
+        if self._stripper is not None and text:
+            text = self._stripper.feed(text)
+        return text + self._rest()
+
+    def _rest(self) -> str:
+        return self._stripper.finish() if self._stripper is not None else ""
