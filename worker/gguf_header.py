@@ -11,7 +11,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-import gguf
+from worker import gguf_constants
+
+gguf = gguf_constants.load()  # not `import gguf`: see worker/gguf_constants.py
 
 MAX_KV = 1 << 16           # metadata pairs a header may declare
 MAX_TENSORS = 1 << 20      # tensors a header may declare

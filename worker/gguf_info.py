@@ -1,6 +1,7 @@
 """What a model is, read from its header before loading it: layers, context, size.
 
 A GGUF file's header is read by worker/gguf_header.py with the `gguf` package's constants
+(loaded alone, see worker/gguf_constants.py)
 and key names. Not by its `GGUFReader`: that builds a numpy view per array element, some 8 s
 for the bundled model's 262k-token vocabulary on a 2-core machine, against 0.06 s for
 skipping the arrays. An MLX model directory is read from its config.json and the size of
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gguf
-
 from common.errors import ModelError
+from worker import gguf_constants
 from worker.gguf_header import Array, BadHeader, Header, Truncated
+
+gguf = gguf_constants.load()  # not `import gguf`: see worker/gguf_constants.py
 
 KV_CACHE_BYTES = 2         # llama.cpp's default KV cache type is f16
 N_UBATCH = 512             # llama.cpp's default micro-batch: its compute buffers scale with it

@@ -7,7 +7,6 @@ then builds the backends the plan chose. Both are shared by `swarm-worker` and
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from common.hardware import Hardware
 from common.hardware_probe import describe, detect
 from worker.backend import Backend, LlamaCppBackend
 from worker.gguf_info import ModelInfo, read_model_info
+from worker.mlx_backend import mlx_available
 from worker.model_files import resolve_model
 from worker.policy import Plan, Requested, plan
 
@@ -53,11 +53,6 @@ class Setup:
                 model, f"  {m.path}", "decisions:", *(f"  {line}" for line in self.plan.lines())]
 
 
-def mlx_available() -> bool:
-    """Whether mlx-lm is installed, without importing it (that takes seconds)."""
-    return importlib.util.find_spec("mlx_lm") is not None
-
-
 def prepare(model_path: str | None, requested: Requested, progress: bool = True) -> Setup:
     """Probe, read the model's header and plan; ModelError or ConfigError in one sentence."""
     # NVML counts GPUs in bus order; make CUDA (and so tensor_split) count them alike
@@ -76,7 +71,8 @@ def load(setup: Setup) -> list[Backend]:
              p.instances.value, setup.path, p.backend.value, p.gpu_layers.value, p.threads.value)
     if p.backend.value == "mlx":
         from worker.mlx_backend import MlxBackend
-        return [MlxBackend(setup.path) for _ in range(p.instances.value)]
+        n_ctx = setup.n_ctx or None  # 0: the model's own context
+        return [MlxBackend(setup.path, n_ctx=n_ctx) for _ in range(p.instances.value)]
     split = list(p.tensor_split.value) if p.tensor_split.value else None
     return [LlamaCppBackend(setup.path, setup.n_ctx, p.threads.value, p.gpu_layers.value, split)
             for _ in range(p.instances.value)]
