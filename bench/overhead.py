@@ -2,9 +2,10 @@
 
 Both paths use the same model file, prompt, seed and token count, and run alternately in
 one process run (these machines are noisy), so the printed ratio compares like with like.
-The broker and worker are real subprocesses on loopback. Goal: ratio <= 1.05.
+The broker and worker are real subprocesses on loopback; both paths run llama.cpp with the
+worker's planned threads (or --threads N). Goal: ratio <= 1.05.
 
-    .venv/bin/python bench/overhead.py [--tokens 128] [--rounds 5]
+    .venv/bin/python bench/overhead.py [--tokens 128] [--rounds 7] [--threads auto|N]
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from client.client import SwarmClient  # noqa: E402
 from common.bodies import GenerateRequest, Sampling, Task  # noqa: E402
 from worker.backend import LlamaCppBackend  # noqa: E402
-from worker.model_files import bundled_model  # noqa: E402
+from worker.launch import prepare  # noqa: E402
+from worker.policy import Requested  # noqa: E402
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 SEED = 1234
@@ -70,18 +72,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", default="auto", help="llama.cpp threads on both paths [auto: the plan's]")
     args = ap.parse_args()
-    model = bundled_model()
+    threads = "auto" if args.threads == "auto" else int(args.threads)
+    setup = prepare(None, Requested(instances=1, threads=threads), progress=False)
+    model, threads = setup.path, setup.plan.threads.value  # the same on both paths
     sampling = Sampling(prompt=PROMPT, max_tokens=args.tokens, temperature=0.8)
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen([str(BIN / "swarm-broker"), "--bind", endpoint], env=env,
-                              stderr=subprocess.DEVNULL),
+    procs = [subprocess.Popen([str(BIN / "swarm-broker"), "--bind", endpoint, "--no-mdns"],
+                              env=env, stderr=subprocess.DEVNULL),
              subprocess.Popen([str(BIN / "swarm-worker"), "--broker", endpoint, "--name", "bench",
-                               "--model", str(model)], env=env, stderr=subprocess.DEVNULL)]
+                               "--model", str(model), "--instances", "1", "--threads",
+                               str(threads), "--no-mdns"], env=env, stderr=subprocess.DEVNULL)]
     try:
-        backend = LlamaCppBackend(model)
+        backend = LlamaCppBackend(model, n_threads=threads)
         client = SwarmClient(endpoint)
         wait_ready(client)
         direct(backend, sampling)  # warm both paths once

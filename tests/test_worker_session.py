@@ -79,7 +79,7 @@ async def session(ctx, backend, liveness: int = 3, router_hwm: int | None = None
         router.close()
 
 
-async def next_msg(router, skip=(Heartbeat,), timeout_s: float = 2.0):
+async def next_msg(router, skip=(Heartbeat,), timeout_s: float = 10.0):
     deadline = time.monotonic() + timeout_s
     while True:
         left = int((deadline - time.monotonic()) * 1000)

@@ -34,13 +34,13 @@ def dealer(ctx, endpoint: str) -> zmq.asyncio.Socket:
     return sock
 
 
-async def recv(sock, timeout_s: float = 5.0) -> list[bytes]:
+async def recv(sock, timeout_s: float = 20.0) -> list[bytes]:
     if not await sock.poll(int(timeout_s * 1000), zmq.POLLIN):
         raise AssertionError(f"nothing received within {timeout_s} s")
     return await sock.recv_multipart()
 
 
-async def client_final(sock, timeout_s: float = 5.0):
+async def client_final(sock, timeout_s: float = 20.0):
     """Read client replies until the FINAL; returns (partials, final) as decoded messages."""
     partials = []
     while True:
@@ -79,7 +79,7 @@ class FakeWorker:
     async def send(self, frames: list[bytes]) -> None:
         await self.sock.send_multipart(self.prefix + frames)
 
-    async def next(self, skip_heartbeats: bool = True, timeout_s: float = 5.0):
+    async def next(self, skip_heartbeats: bool = True, timeout_s: float = 20.0):
         while True:
             frames = await recv(self.sock, timeout_s)
             delimited, frames = split_envelope(frames)
@@ -107,7 +107,7 @@ async def status(ctx, endpoint: str) -> dict:
     return body_of(final)
 
 
-async def ask_once(ctx, endpoint: str, service: bytes, *body: bytes, timeout_s: float = 5.0):
+async def ask_once(ctx, endpoint: str, service: bytes, *body: bytes, timeout_s: float = 20.0):
     """One request on a fresh DEALER: (partials, final)."""
     sock = dealer(ctx, endpoint)
     try:
