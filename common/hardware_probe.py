@@ -12,7 +12,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ def detect(sources: Sources | None = None) -> Hardware:
     src = sources or Sources()
     plat, termux = probe_platform(src)
     apple = probe_apple_silicon(src)
-    gpus, driver = probe_nvidia(src.nvml)
+    gpus, driver = probe_nvidia(src.nvml, src.env.get("CUDA_VISIBLE_DEVICES"))
     total_mb, available_mb = probe_memory(src)
     return Hardware(
         os=_text(src.system), arch=_text(src.machine), platform=plat, termux=termux,
@@ -161,8 +161,9 @@ def probe_memory(src: Sources) -> tuple[int, int]:
             _bounded(getattr(mem, "available", None), MAX_MB * MB) // MB)
 
 
-def probe_nvidia(nvml: Any) -> tuple[tuple[Gpu, ...], str]:
-    """(GPUs, driver version) through NVML; ((), "") without NVML or a driver."""
+def probe_nvidia(nvml: Any, visible: str | None = None) -> tuple[tuple[Gpu, ...], str]:
+    """(GPUs, driver version) through NVML; ((), "") without NVML or a driver. `visible` is
+    CUDA_VISIBLE_DEVICES: only the GPUs CUDA will show, in its order and numbering."""
     if nvml is None:
         return (), ""
     try:
@@ -173,12 +174,34 @@ def probe_nvidia(nvml: Any) -> tuple[tuple[Gpu, ...], str]:
     try:
         count = _bounded(_soft(nvml.nvmlDeviceGetCount, 0, "NVML device count"), MAX_GPUS)
         driver = _text(_soft(nvml.nvmlSystemGetDriverVersion, None, "NVML driver"), "")
-        return tuple(_nvidia_gpu(nvml, i) for i in range(count)), driver
+        gpus = [_nvidia_gpu(nvml, i) for i in range(count)]
+        if visible is not None:
+            gpus = cuda_visible(gpus, [_uuid(nvml, i) for i in range(count)], visible)
+        return tuple(gpus), driver
     finally:
         try:
             nvml.nvmlShutdown()
         except Exception as e:
             log.debug("NVML shutdown failed: %s", e)
+
+
+def cuda_visible(gpus: list[Gpu], uuids: list[str], visible: str) -> list[Gpu]:
+    """The GPUs CUDA_VISIBLE_DEVICES leaves, renumbered 0.. in its order, as CUDA does: each
+    entry an index or a (prefix of a) UUID; an entry that names no GPU ends the list."""
+    chosen: list[Gpu] = []
+    for entry in (e.strip() for e in visible.split(",")):
+        match = [i for i, u in enumerate(uuids) if entry.startswith("GPU-") and u.startswith(entry)]
+        index = int(entry) if entry.isdigit() else (match[0] if len(match) == 1 else -1)
+        if not 0 <= index < len(gpus) or any(g.index == index for g in chosen):
+            break
+        chosen.append(gpus[index])
+    return [replace(g, index=n) for n, g in enumerate(chosen)]
+
+
+def _uuid(nvml: Any, index: int) -> str:
+    uuid = _soft(lambda: nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(index)), None,
+                 f"NVML uuid {index}")
+    return _text(uuid, "")
 
 
 def _nvidia_gpu(nvml: Any, index: int) -> Gpu:

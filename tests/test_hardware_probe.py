@@ -78,6 +78,10 @@ class FakeNvml:
         self._call("cc", handle)
         return self.devices[handle].cc
 
+    def nvmlDeviceGetUUID(self, handle: int) -> str:
+        self._call("uuid", handle)
+        return f"GPU-{handle}{handle}aa-{handle:04d}"
+
 
 def fake(tmp: Path, *, env: dict[str, str] | None = None, files: dict[str, str] | None = None,
          system: str = "Linux", machine: str = "x86_64", sysctl: dict[str, str] | None = None,
@@ -339,3 +343,35 @@ def test_describe_a_phone_and_a_mac():
     _, mac = CASES["Mac, Apple M2 Pro"]
     assert "chip: Apple M2 Pro, Apple Silicon, unified memory" in describe(mac)
     assert describe(Hardware())[0] == "platform: unknown, unknown unknown"
+
+
+THREE_GPUS = [FakeDevice("NVIDIA A100", 40960, 40000, (8, 0)),
+              FakeDevice("NVIDIA RTX 4090", 24564, 20000, (8, 9)),
+              FakeDevice("NVIDIA RTX 3060", 12288, 11000, (8, 6))]
+
+
+@pytest.mark.parametrize("visible, names", [
+    (None, ["NVIDIA A100", "NVIDIA RTX 4090", "NVIDIA RTX 3060"]),
+    ("2,0", ["NVIDIA RTX 3060", "NVIDIA A100"]),      # CUDA's order and numbering
+    ("1", ["NVIDIA RTX 4090"]),
+    ("GPU-22aa", ["NVIDIA RTX 3060"]),                 # a UUID prefix
+    ("GPU-11aa-0001,0", ["NVIDIA RTX 4090", "NVIDIA A100"]),
+    ("", []), ("-1", []), ("NoDevFiles", []),           # the usual ways to hide every GPU
+    ("0,7,1", ["NVIDIA A100"]),                         # CUDA stops at the first bad entry
+    ("1,1", ["NVIDIA RTX 4090"]),
+    ("GPU-", []),                                       # a prefix of every UUID names none
+], ids=repr)
+def test_cuda_visible_devices_leaves_only_the_gpus_cuda_will_show(tmp_path, visible, names):
+    env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+    hw = detect(fake(tmp_path, env=env, nvml=FakeNvml(THREE_GPUS), offload=True))
+    assert [g.name for g in hw.gpus] == names
+    assert [g.index for g in hw.gpus] == list(range(len(names)))
+
+
+def test_a_failing_uuid_call_only_stops_uuid_matching(tmp_path):
+    nvml = FakeNvml(THREE_GPUS, fail={"uuid:2"})
+    hw = detect(fake(tmp_path, env={"CUDA_VISIBLE_DEVICES": "GPU-22aa"}, nvml=nvml))
+    assert hw.gpus == ()
+    nvml = FakeNvml(THREE_GPUS, fail={"uuid:2"})
+    hw = detect(fake(tmp_path, env={"CUDA_VISIBLE_DEVICES": "2"}, nvml=nvml))
+    assert [g.name for g in hw.gpus] == ["NVIDIA RTX 3060"]
