@@ -52,17 +52,17 @@ CPU32 = linux(cores=32, ram_gb=128, offload=False)
 
 # machine, model, backend, gpu layers, instances, threads, seed variation, reason words
 TABLE = {
-    "cuda box, two unequal GPUs": (CUDA2, GEMMA, "llama.cpp", -1, 4, 4, False, "all 19 layers"),
+    "cuda box, two unequal GPUs": (CUDA2, GEMMA, "llama.cpp", -1, 4, 4, True, "all 19 layers"),
     "8 GB GPU, 13 GB model": (SMALL_GPU, BIG, "llama.cpp", 17, 1, 8, True, "17 of 41 layers"),
-    "8 GB GPU, small model": (SMALL_GPU, GEMMA, "llama.cpp", -1, 2, 4, False, "all 19"),
-    "old GPU, cc 3.7": (OLD_GPU, GEMMA, "llama.cpp", 0, 4, 4, False, "Tesla K80 3.7"),
-    "GPU, build without offload": (NO_OFFLOAD, GEMMA, "llama.cpp", 0, 4, 4, False,
+    "8 GB GPU, small model": (SMALL_GPU, GEMMA, "llama.cpp", -1, 2, 4, True, "all 19"),
+    "old GPU, cc 3.7": (OLD_GPU, GEMMA, "llama.cpp", 0, 4, 4, True, "Tesla K80 3.7"),
+    "GPU, build without offload": (NO_OFFLOAD, GEMMA, "llama.cpp", 0, 4, 4, True,
                                    "cannot offload"),
     "Mac M2, GGUF": (MAC_M2, GEMMA, "llama.cpp", -1, 2, 4, True, "Metal"),
     "Mac M2, MLX": (MAC_M2, MLX, "mlx", -1, 2, 4, True, "mlx"),
     "Termux phone": (PHONE, GEMMA, "llama.cpp", 0, 1, 8, True, "Android"),
     "CPU only, 2 cores": (CPU2, GEMMA, "llama.cpp", 0, 1, 2, True, "no GPU"),
-    "CPU only, 32 cores": (CPU32, GEMMA, "llama.cpp", 0, 8, 4, False, "no GPU"),
+    "CPU only, 32 cores": (CPU32, GEMMA, "llama.cpp", 0, 8, 4, True, "no GPU"),
     "CPU only, CUDA build": (linux(cores=4), GEMMA, "llama.cpp", 0, 1, 4, True, "no GPU"),
     "Mac, llama.cpp without Metal": (Hardware(**{**MAC_M2.to_map(), "gpus": (),
                                                "gpu_offload": False}),
@@ -139,7 +139,8 @@ def test_explicit_values_are_taken_as_given():
 
 def test_threads_follow_instances_when_only_instances_are_given():
     p = plan(CPU32, GEMMA, Requested(instances=2))
-    assert (p.instances.value, p.threads.value, p.seed_variation.value) == (2, 16, False)
+    assert (p.instances.value, p.threads.value, p.seed_variation.value) == (2, 16, True)
+    assert "2 instances first" in p.seed_variation.reason
 
 
 def test_backend_choices_and_refusals():
@@ -204,7 +205,7 @@ def test_the_plan_as_json_and_as_lines():
     lines = p.lines()
     assert lines[1].startswith("gpu_layers: -1 (all 19 layers: the 0.2 GB model")
     assert "tensor_split: [0.67, 0.33]" in lines[2]
-    assert lines[5].startswith("seed_variation: off (")
+    assert lines[5].startswith("seed_variation: on (a job's candidates go to the 4 instances")
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -229,7 +229,13 @@ def choose_threads(hw: Hardware, requested: int | str | None, instances: int) ->
 
 
 def choose_seed_variation(hw: Hardware, requested: bool | None, instances: int) -> Decision:
-    """On where one instance must serve several candidates, or memory is unified."""
+    """Whether one slot may take several candidates of a job, each with its own seed.
+
+    On where one instance must serve several candidates, or memory is unified. On with several
+    instances too: the broker spreads a job over free slots first, so a slot takes a second
+    candidate only when the job has more candidates than there are slots, and with it off
+    those candidates would fail ("no slot can take it") instead of waiting for a slot.
+    """
     if requested is not None:
         flag = "--seed-variation" if requested else "--no-seed-variation"
         return Decision(requested, f"set by {flag}")
@@ -237,7 +243,8 @@ def choose_seed_variation(hw: Hardware, requested: bool | None, instances: int) 
         return Decision(True, "one instance takes several candidates of a job")
     if hw.unified_memory:
         return Decision(True, "unified memory: a slot may take several candidates")
-    return Decision(False, f"{instances} instances each take one candidate")
+    return Decision(True, f"a job's candidates go to the {instances} instances first; a slot "
+                          "takes a second one only when they are all busy with it")
 
 
 def usable_gpus(hw: Hardware) -> tuple[Gpu, ...]:
