@@ -78,7 +78,7 @@ def test_a_heavy_vote_does_not_stall_heartbeats(ctx):
             await answer(worker, text=text)
 
     async def body():
-        async with running_broker(ctx, heartbeat_s=0.1, liveness=3) as broker:
+        async with running_broker(ctx, heartbeat_s=0.1, liveness=15) as broker:
             workers = [FakeWorker(ctx, broker.endpoint, f"w{i}", heartbeat_s=0.1) for i in range(4)]
             for w in workers:
                 await w.ready(heartbeat_s=0.1)
@@ -278,7 +278,8 @@ def test_a_waiting_request_is_not_starved_by_a_big_job_on_the_wire(ctx):
             await big.send_multipart(ask({"prompt": "big", "candidates": 64, "stream": "winner"}))
             first = await worker.next()
             await small.send_multipart(ask({"prompt": "small", "candidates": 1, "stream": "winner"}))
-            await asyncio.sleep(0.1)
+            while (await status(ctx, broker.endpoint))["broker"]["jobs_active"] < 2:
+                await asyncio.sleep(0.05)  # until the small job waits beside the big one
             t = task_of(first)
             await worker.reply(first.client, {"job": t.job, "cand": t.cand, "text": "a"}, final=True)
             nxt = await worker.next()
