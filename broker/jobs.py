@@ -31,6 +31,7 @@ class Candidate:
     parts: list[str] = field(default_factory=list)
     outcome: Outcome | None = None
     error: str | None = None
+    error_code: str | None = None      # the peer's machine-readable code for `error`
 
     @property
     def text(self) -> str:
@@ -73,6 +74,7 @@ class Candidate:
             "ok": self.state == DONE,
             "text": self.text if self.state == DONE else "",
             "error": self.error if self.state in (FAILED, CANCELLED) else None,
+            "error_code": self.error_code if self.state == FAILED else None,
             "finish_reason": self.outcome.finish_reason if self.outcome else None,
             "latency_s": self.latency_s,
             "ttft_s": self.ttft_s,

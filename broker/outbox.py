@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from broker.local_clients import LocalClients
 from common.codec import pack
 from common.messages import ClientReply
 
@@ -21,8 +22,9 @@ class Envelope(NamedTuple):
 
 
 class Outbox:
-    def __init__(self) -> None:
+    def __init__(self, local: LocalClients | None = None) -> None:
         self.queue: list[Envelope] = []
+        self.local = local if local is not None else LocalClients()
 
     def __bool__(self) -> bool:
         return bool(self.queue)
@@ -34,6 +36,8 @@ class Outbox:
 
     def reply(self, client: bytes, delimited: bool, service: bytes, body: dict[str, Any],
               final: bool, droppable: bool = False) -> None:
+        if self.local.deliver(client, body, final):
+            return  # an in-process client (the HTTP API): handed over, never packed
         self.send(client, delimited, ClientReply(service, (pack(body),), final), droppable)
 
     def error(self, client: bytes, delimited: bool, service: bytes, text: str) -> None:

@@ -20,6 +20,7 @@ import zmq.asyncio
 
 from broker.delivery import Delivery, Sent
 from broker.generate import GenerateService
+from broker.local_clients import LocalClients, Sink
 from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS, Limits, TimeoutPolicy
 from broker.metrics import MetricsBook
 from broker.outbox import Outbox
@@ -62,7 +63,8 @@ class Broker:
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.registry = Registry(config.heartbeat_s, config.liveness)
         self.metrics = MetricsBook()
-        self.outbox = Outbox()
+        self.local = LocalClients()  # in-process clients: the HTTP API
+        self.outbox = Outbox(self.local)
         self.delivery = Delivery(self._send_now)
         self.voter = ThreadPoolExecutor(1, thread_name_prefix="vote")
         timeouts = TimeoutPolicy(config.timeout_s, config.first_token_timeout_s,
@@ -148,6 +150,24 @@ class Broker:
         self._guarded("a gone client", self.generate.cancel_client, identity, now,
                       reason="the client went away")
         self.router.client_gone(identity)
+
+    # -- in-process clients (the HTTP API) -------------------------------------------------
+    def submit_local(self, sink: Sink, request: GenerateRequest) -> bytes:
+        """Submit a job for an in-process client: its replies go to `sink`, as bodies.
+        Returns the client's identity, for `close_local`."""
+        identity = self.local.open(sink)
+        now = time.monotonic()
+        self.generate.submit(identity, False, request, now)
+        self._flush(now)
+        return identity
+
+    def close_local(self, identity: bytes, reason: str = "the HTTP client went away") -> None:
+        """The local client is done; a job it still has is cancelled (its FINAL is dropped)."""
+        now = time.monotonic()
+        self.local.close(identity)
+        self._guarded("a gone local client", self.generate.cancel_client, identity, now,
+                      reason=reason)
+        self._flush(now)
 
     # -- one message -------------------------------------------------------------------
     def handle(self, frames: list[bytes], now: float) -> None:

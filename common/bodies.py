@@ -13,6 +13,7 @@ from typing import Any
 
 from common.codec import field, number
 from common.errors import BodyError
+from common.tool_calls import TOOL_CHOICES, check_tools, tool_names
 
 STRATEGIES = ("similarity", "majority", "weighted", "first")
 STREAM_MODES = ("progress", "winner", "live")
@@ -68,31 +69,64 @@ class Sampling:
     max_tokens: int = 256
     temperature: float = 0.7
     stop: tuple[str, ...] = ()
-    tools: tuple[Any, ...] | None = None
+    top_p: float = 1.0
+    tools: tuple[dict[str, Any], ...] | None = None  # OpenAI tool definitions (tool_calls.py)
+    tool_choice: str = "auto"      # auto | none | required (tool_name set: that one tool)
+    tool_name: str | None = None   # the one tool the answer must call
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> "Sampling":
         prompt, messages = _prompt_or_messages(m)
-        tools = field(m, "tools", list, None)
+        raw_tools = m.get("tools")
+        tools = check_tools(raw_tools) if raw_tools is not None else None
+        choice, name = _tool_choice(m, tools)
         return cls(
             prompt=prompt,
             messages=messages,
             max_tokens=number(m, "max_tokens", 1, MAX_TOKENS, 256, integer=True),
             temperature=number(m, "temperature", 0.0, 2.0, 0.7),
             stop=_stop(m),
-            tools=tuple(tools) if tools is not None else None,
+            top_p=number(m, "top_p", 0.0, 1.0, 1.0),
+            tools=tools,
+            tool_choice=choice,
+            tool_name=name,
         )
+
+    @property
+    def calls_tools(self) -> bool:
+        """Tools are offered and the answer may (or must) call one."""
+        return bool(self.tools) and self.tool_choice != "none"
 
     def to_map(self) -> dict[str, Any]:
         out: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature,
-                               "stop": list(self.stop)}
+                               "stop": list(self.stop), "top_p": self.top_p}
         if self.prompt is not None:
             out["prompt"] = self.prompt
         else:
             out["messages"] = [dict(x) for x in self.messages or ()]
         if self.tools is not None:
-            out["tools"] = list(self.tools)
+            out.update(tools=list(self.tools), tool_choice=self.tool_choice)
+            if self.tool_name is not None:
+                out["tool_name"] = self.tool_name
         return out
+
+
+def _tool_choice(m: dict[str, Any], tools: tuple[dict[str, Any], ...] | None
+                 ) -> tuple[str, str | None]:
+    choice = field(m, "tool_choice", str, "auto")
+    if choice not in TOOL_CHOICES:
+        raise BodyError(f"field 'tool_choice' must be one of {', '.join(TOOL_CHOICES)}",
+                        "tool_choice")
+    name = field(m, "tool_name", str, None)
+    if (choice == "required" or name is not None) and not tools:
+        raise BodyError("field 'tool_choice' asks for a tool call, but no tools are given",
+                        "tool_choice")
+    if name is not None:
+        if name not in tool_names(tools):
+            raise BodyError(f"field 'tool_name' names '{name}', which is not among the tools",
+                            "tool_name")
+        choice = "required"
+    return choice, name
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +209,7 @@ TIMING_KEYS = ("total_s", "ttft_s", "tokens_per_s")
 ERROR_REQUEST = "request"  # error_kind: the request itself cannot be served (too long, ...)
 ERROR_PEER = "peer"        # error_kind: this peer failed; another may succeed
 ERROR_KINDS = (ERROR_REQUEST, ERROR_PEER)
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # error_code: the prompt fits no context
 MAX_SEQ = 2**31 - 1
 MAX_COUNT = 2**31 - 1
 
@@ -226,6 +261,7 @@ class Outcome:
     timings: dict[str, float] = dc_field(default_factory=dict)
     error: str | None = None
     error_kind: str = ERROR_PEER
+    error_code: str | None = None  # machine-readable: CONTEXT_LENGTH_EXCEEDED, ...
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> "Outcome":
@@ -242,12 +278,16 @@ class Outcome:
             timings=_timings(m),
             error=_clipped(field(m, "error", str, None)),
             error_kind=kind,
+            error_code=_short(field(m, "error_code", str, None), "error_code"),
         )
 
     def to_map(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"job": self.job, "cand": self.cand, "error": self.error,
-                    "error_kind": self.error_kind}
+            out = {"job": self.job, "cand": self.cand, "error": self.error,
+                   "error_kind": self.error_kind}
+            if self.error_code is not None:
+                out["error_code"] = self.error_code
+            return out
         return {"job": self.job, "cand": self.cand, "text": self.text,
                 "finish_reason": self.finish_reason, "usage": dict(self.usage),
                 "timings": dict(self.timings)}

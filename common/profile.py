@@ -17,6 +17,7 @@ MAX_TIMEOUT_S = 86400.0
 MAX_HEARTBEAT_S = 60.0
 MAX_COUNT = 1 << 16  # slots, slot index, GPU layers
 MAX_TEXT = 256  # characters of a name, host, model, ...
+MAX_CTX = 1 << 24  # tokens of a context window
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class WorkerProfile:
     timeout_s: float | None = None  # the worker's hint for its per-candidate timeout
     heartbeat_s: float | None = None  # the interval this worker beats at and expects beats
     gpu_layers: int = 0          # layers offloaded to the GPU per instance (-1: all)
+    n_ctx: int = 0               # the context window each slot's model was loaded with (0: unknown)
     swarm: str = "default"       # the swarm this worker belongs to (mDNS keeps swarms apart)
     hardware: Hardware = field(default_factory=Hardware)
     version: str = __version__
@@ -77,11 +79,11 @@ def _check_types(p: WorkerProfile) -> None:
         if not isinstance(value, kind) or len(value) > MAX_TEXT:
             raise BodyError(f"profile field '{name}' must be a string of at most {MAX_TEXT} "
                             "characters", name)
-    for name, lo in (("slots", 0), ("slot", 0), ("gpu_layers", -1)):
+    for name, lo, hi in (("slots", 0, MAX_COUNT), ("slot", 0, MAX_COUNT),
+                         ("gpu_layers", -1, MAX_COUNT), ("n_ctx", 0, MAX_CTX)):
         value = getattr(p, name)
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= MAX_COUNT:
-            raise BodyError(f"profile field '{name}' must be an integer from {lo} to {MAX_COUNT}",
-                            name)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise BodyError(f"profile field '{name}' must be an integer from {lo} to {hi}", name)
     for name in ("seed_variation", "cancel"):
         if not isinstance(getattr(p, name), bool):
             raise BodyError(f"profile field '{name}' must be a boolean", name)

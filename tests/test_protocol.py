@@ -250,7 +250,10 @@ def test_candidates_at_the_limits_are_accepted():
     GenerateRequest(Sampling(prompt="p")),
     GenerateRequest(Sampling(messages=({"role": "system", "content": "s"},
                                        {"role": "user", "content": "u"}),
-                             max_tokens=9, temperature=0.0, stop=("\n", "END"), tools=({"t": 1},)),
+                             max_tokens=9, temperature=0.0, stop=("\n", "END"), top_p=0.9,
+                             tools=({"type": "function", "function": {
+                                 "name": "f", "description": "d", "parameters": {}}},),
+                             tool_choice="required", tool_name="f"),
                     candidates=5, strategy="majority", seed=42, timeout_s=3.5, model="m",
                     stream="live"),
 ], ids=["minimal", "full"])
