@@ -81,7 +81,7 @@ def main() -> None:
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen([str(BIN / "swarm-broker"), "--bind", endpoint, "--no-mdns"],
+    procs = [subprocess.Popen([str(BIN / "swarm-broker"), "--bind", endpoint, "--no-mdns", "--http", "off"],
                               env=env, stderr=subprocess.DEVNULL),
              subprocess.Popen([str(BIN / "swarm-worker"), "--broker", endpoint, "--name", "bench",
                                "--model", str(model), "--instances", "1", "--threads",

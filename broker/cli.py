@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 
 import click
 
+from broker.http_api import DEFAULT_HTTP, KEEPALIVE_S, HttpApi
 from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS
 from broker.server import Broker, BrokerConfig
 from common import frames as F
 from common import logs
-from common.cli_types import bind_endpoint, mdns_options, seconds, version_option
+from common.cli_types import bind_endpoint, http_address, mdns_options, seconds, version_option
 from common.discovery import broker_mdns
 from common.profile import MAX_HEARTBEAT_S
 from common.runner import run_until_signalled
@@ -50,11 +52,17 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
               help="Jobs in flight before new ones are refused as busy.")
 @click.option("--max-candidates", type=click.IntRange(1, 10_000_000), default=MAX_JOB_CANDIDATES,
               show_default=True, help="Candidates of all jobs in flight before new jobs are refused.")
+@click.option("--http", "http", default=DEFAULT_HTTP, show_default=True, callback=http_address,
+              metavar="HOST:PORT|off", help="Serve the OpenAI-compatible API here (off: none).")
+@click.option("--api-key", envvar="SWARM_API_KEY", default=None, metavar="KEY",
+              help="Require 'Authorization: Bearer KEY' on the HTTP API [env SWARM_API_KEY].")
+@click.option("--sse-keepalive-s", type=seconds(), default=KEEPALIVE_S, show_default=True,
+              help="While a streamed answer is voted on, an SSE comment this often.")
 @mdns_options
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @version_option("swarm-broker")
 def main(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s, peer_timeout, max_jobs,
-         max_candidates, swarm, no_mdns, verbose):
+         max_candidates, http, api_key, sse_keepalive_s, swarm, no_mdns, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     logs.setup(verbose + 1)
     config = BrokerConfig(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s,
@@ -64,13 +72,38 @@ def main(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s, peer_tim
         broker.bind()
     except Exception as e:  # zmq raises ZMQError for a busy port or a bad endpoint
         raise click.ClickException(f"cannot bind {bind}: {e}") from e
-    run_until_signalled(_serve(broker, not no_mdns))
+    api = None
+    if http is not None:
+        api = HttpApi(broker, http[0], http[1], api_key, sse_keepalive_s)
+        if not api_key and not _loopback(http[0]):
+            log.warning("the HTTP API listens on %s without an API key: anyone who can reach "
+                        "it can use the swarm (set --api-key or SWARM_API_KEY)", http[0])
+    run_until_signalled(_serve(broker, not no_mdns, api))
     log.info("broker stopped")
 
 
-async def _serve(broker: Broker, mdns: bool) -> None:
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _serve(broker: Broker, mdns: bool, api: HttpApi | None) -> None:
     """Run the bound broker, advertised on mDNS and browsing its swarm's workers."""
-    async with broker_mdns(broker.config.swarm, broker.endpoint, mdns) as workers:
-        if workers is not None:
-            broker.advertised = workers.adverts
-        await broker.run()
+    if api is not None:
+        try:
+            await api.start()
+        except OSError as e:
+            raise click.ClickException(f"cannot serve HTTP on {api.host}:{api.port}: "
+                                       f"{e.strerror or e}") from e
+    try:
+        async with broker_mdns(broker.config.swarm, broker.endpoint, mdns) as workers:
+            if workers is not None:
+                broker.advertised = workers.adverts
+            await broker.run()
+    finally:
+        if api is not None:
+            await api.stop()

@@ -191,6 +191,8 @@ class GenerateService:
     def _partial(self, job: Job, cand: Candidate, chunk: Chunk, now: float) -> None:
         if cand.first_token_at is None:
             cand.first_token_at = now
+        if job.leader is None and job.request.stream == "live":
+            job.leader = cand.index  # its tokens are what the client sees: it should win
         cand.tokens += 1
         cand.chars += len(chunk.text)
         cand.parts.append(chunk.text)
@@ -287,7 +289,7 @@ class GenerateService:
         """End the job if the vote needs nothing more from it."""
         if job.voting or job.id not in self.jobs:
             return
-        if job.request.strategy == "first" and any(c.text.strip() for c in job.done()):
+        if job.request.strategy == "first" and _first_is_in(job):
             self._stop_rest(job, now, "the first answer won")
         if job.finished:
             self._count(job, now)
@@ -299,6 +301,8 @@ class GenerateService:
         job.voting = True
         try:
             ballot = answers(job, lambda peer: self.metrics.peer(peer).reliability)
+            if job.leader is not None and job.candidates[job.leader].state == DONE:
+                ballot = [a for a in ballot if a.cand == job.leader]  # what was streamed wins
             self.votes[job.id] = self.voter.submit(vote, job.request.strategy, ballot)
         except Exception as e:  # never lose the FINAL, whatever went wrong
             log.exception("job %s: the vote could not start", job.id)
@@ -338,6 +342,13 @@ class GenerateService:
     def busy(self) -> bool:
         """Votes are being counted elsewhere: the loop should look back soon."""
         return bool(self.votes)
+
+
+def _first_is_in(job: Job) -> bool:
+    """Strategy first has its answer; a streamed leader still running is waited for."""
+    if job.leader is not None and not job.candidates[job.leader].ended:
+        return False
+    return any(c.text.strip() for c in job.done())
 
 
 def _parse(reply: WorkerReply, job: Job, cand: Candidate) -> Chunk | Outcome:

@@ -97,6 +97,7 @@ class Job:
     started: int = 0             # candidate attempts started: fewer goes first in the rotation
     queued: bool = False         # in the dispatch rotation
     voting: bool = False         # every candidate ended; the vote is being counted
+    leader: int | None = None    # stream "live" with strategy first: the candidate that spoke first
 
     @property
     def finished(self) -> bool:

@@ -71,6 +71,17 @@ def bind_endpoint(ctx, param, value: str) -> str:
     return _endpoint(value, bind=True)
 
 
+def http_address(ctx, param, value: str) -> tuple[str, int] | None:
+    """click callback for --http: HOST:PORT (HOST may be [v6]), or off."""
+    if value.strip().lower() in ("off", "none", "no", ""):
+        return None
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"'{value}' is not HOST:PORT (or off)")
+    return host, int(port)
+
+
 def _swarm_name(ctx, param, value: str) -> str:
     try:
         return check_swarm(value)

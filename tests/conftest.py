@@ -78,8 +78,9 @@ class Procs:
         return proc
 
     def broker(self, port: int, *extra: str) -> subprocess.Popen:
+        http = () if "--http" in extra else ("--http", "off")  # never the shared default port
         return self.start("swarm-broker", "--bind", f"tcp://127.0.0.1:{port}", "--heartbeat-s",
-                          FAST_HB, *extra, name=f"broker-{port}")
+                          FAST_HB, *http, *extra, name=f"broker-{port}")
 
     def worker(self, port: int, name: str, *extra: str) -> subprocess.Popen:
         return self.start("swarm-worker", "--broker", f"tcp://127.0.0.1:{port}", "--name", name,

@@ -232,7 +232,8 @@ def test_client_reports_a_timed_out_job(procs, model_path):
 def test_a_stopped_worker_says_goodbye(procs, model_path):
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
-    procs.start("swarm-broker", "--bind", endpoint, "--heartbeat-s", "5", name="broker")
+    procs.start("swarm-broker", "--bind", endpoint, "--heartbeat-s", "5", "--http", "off",
+                name="broker")
     worker = procs.start("swarm-worker", "--broker", endpoint, "--name", "w1", "--heartbeat-s", "5",
                          "--model", str(model_path), name="w1")
     wait_for_peers(port, {"w1"})

@@ -101,7 +101,8 @@ def test_workers_on_two_hosts_find_the_broker_on_a_third(lan, model_path):
     swarm, other = swarm_name(), swarm_name()
     worker = ("swarm-worker", "--heartbeat-s", FAST_HB, "--reconnect-s", "0.1", "--n-ctx", "256",
               "--model", str(model_path))
-    lan.start("broker", "swarm-broker", "--swarm", swarm, "--heartbeat-s", FAST_HB, name="broker")
+    lan.start("broker", "swarm-broker", "--swarm", swarm, "--heartbeat-s", FAST_HB, "--http",
+              "off", name="broker")
     lan.start("one", *worker, "--swarm", swarm, "--name", "w1", name="w1")
     lan.start("two", *worker, "--swarm", swarm, "--name", "w2", name="w2")
     lan.start("two", *worker, "--swarm", other, "--name", "stranger", name="stranger")

@@ -1,0 +1,160 @@
+"""The OpenAI-compatible HTTP API, served by aiohttp in the broker's own asyncio loop.
+
+POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET /metrics.
+A request becomes a job through the same GenerateService API MDP clients use
+(Broker.submit_local): no second MDP client, no socket in between. Every error has
+OpenAI's shape {"error": {"message", "type", "param", "code"}} and its proper status.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from broker import openai_reply as R
+from broker.http_stream import stream_job, wait_final
+from broker.local_job import LocalJob
+from broker.openai_request import SWARM_MODEL, ApiError, chat_request, completion_request
+from common import __version__
+from common.frames import MAX_BODY_BYTES, SERVICE_GENERATE
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HTTP = "127.0.0.1:7580"
+KEEPALIVE_S = 5.0      # SSE comment lines this often while the vote is pending
+OPEN_PATHS = ("/health",)
+
+
+def error_response(err: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(err.to_map(), status=err.status, headers=headers)
+
+
+class HttpApi:
+    def __init__(self, broker, host: str, port: int, api_key: str | None = None,
+                 keepalive_s: float = KEEPALIVE_S):
+        self.broker, self.host, self.port = broker, host, port
+        self.api_key = api_key or None
+        self.keepalive_s = keepalive_s
+        self.runner: web.AppRunner | None = None
+        self.url: str | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES,
+                              middlewares=[self._errors, self._auth])
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    async def start(self) -> str:
+        """Listen; returns the base URL (the port resolved when 0 was asked for)."""
+        # a client that hangs up cancels its handler, whose `finally` cancels the job
+        self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                                    handler_cancellation=True)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port)
+        await site.start()
+        host, port = self.runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        log.info("OpenAI API on %s/v1", self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    # -- middlewares ---------------------------------------------------------------------
+    @web.middleware
+    async def _errors(self, request: web.Request, handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return error_response(e)
+        except web.HTTPException as e:  # aiohttp's own 404, 405, 413: in OpenAI's shape too
+            if e.status < 400:
+                raise
+            kind = "not_found_error" if e.status == 404 else "invalid_request_error"
+            return error_response(ApiError(e.status, f"{e.reason}: {request.method} "
+                                           f"{request.path}", kind=kind))
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler) -> web.StreamResponse:
+        if self.api_key is not None and request.path not in OPEN_PATHS:
+            given = request.headers.get("Authorization", "")
+            scheme, _, key = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(),
+                                                                     self.api_key.encode()):
+                raise ApiError(401, "invalid API key: send 'Authorization: Bearer <key>' with "
+                               "the broker's --api-key", code="invalid_api_key",
+                               kind="authentication_error")
+        return await handler(request)
+
+    # -- routes --------------------------------------------------------------------------
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat_request(await _json(request)))
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, completion_request(await _json(request)))
+
+    async def models(self, request: web.Request) -> web.Response:
+        created = int(time.time())
+        ids = [SWARM_MODEL, *sorted(self._live_models())]
+        return web.json_response({"object": "list", "data": [
+            {"id": i, "object": "model", "created": created, "owned_by": "swarm"} for i in ids]})
+
+    async def health(self, request: web.Request) -> web.Response:
+        slots = self.broker.registry.serving(SERVICE_GENERATE)
+        body = {"status": "ok" if slots else "no live worker", "workers": len(slots),
+                "models": sorted(self._live_models()), "version": __version__}
+        return web.json_response(body, status=200 if slots else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        from broker.prom import render
+        body, content_type = render(self.broker)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    # -- one job -------------------------------------------------------------------------
+    def _live_models(self) -> set[str]:
+        return {s.profile.model for s in self.broker.registry.serving(SERVICE_GENERATE)
+                if s.profile.model}
+
+    def _check_model(self, model: str) -> None:
+        if not self.broker.registry.serving(SERVICE_GENERATE):
+            raise ApiError(503, "no live worker serves the swarm: start a swarm-worker",
+                           code="no_live_worker", kind="service_unavailable")
+        if model != SWARM_MODEL and model not in self._live_models():
+            known = ", ".join([SWARM_MODEL, *sorted(self._live_models())])
+            raise ApiError(404, f"the model '{model}' is not served here: use one of {known}",
+                           "model", "model_not_found", kind="not_found_error")
+
+    async def _generate(self, request: web.Request, api) -> web.StreamResponse:
+        self._check_model(api.model)
+        job = LocalJob(self.broker, api.job)
+        try:
+            refused = job.ready()
+            if refused is not None and "winner" not in refused:
+                raise R.job_error(refused)
+            if api.stream:
+                return await stream_job(request, api, job, self.keepalive_s)
+            final = await wait_final(job)
+            if "winner" not in final:
+                return error_response(R.job_error(final), R.swarm_headers(final))
+            body = R.completion(api, final, int(time.time()))
+            return web.json_response(body, headers=R.swarm_headers(final))
+        finally:
+            job.close()
+
+
+async def _json(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the request body is not valid JSON: {e}") from e
