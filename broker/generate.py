@@ -20,7 +20,7 @@ from concurrent.futures import Future
 
 from broker import scheduler
 from broker.jobs import CANCELLED, DONE, FAILED, RUNNING, Candidate, Job
-from broker.metrics import MetricsBook
+from broker.metrics import JOB_CANCELLED, JOB_FAILED, JOB_OK, MetricsBook
 from broker.outbox import Outbox
 from broker.policy import MAX_ATTEMPTS, MAX_TEXT_CHARS, Limits, TimeoutPolicy
 from broker.registry import Registry, Slot
@@ -87,7 +87,7 @@ class GenerateService:
         for jid in chosen:
             job = self.jobs[jid]
             self._stop_rest(job, now, reason)
-            self._end(job, error_map(job, reason))
+            self._end(job, error_map(job, reason), now, JOB_CANCELLED)
         if chosen:
             log.info("client %s: %d job(s) ended: %s", client.hex(), len(chosen), reason)
         return len(chosen)
@@ -234,6 +234,8 @@ class GenerateService:
               timeout: bool = False, penalise: bool = True) -> None:
         if cand.peer is not None and penalise:
             self.metrics.peer(cand.peer).failed(error, timeout)
+        elif cand.peer is not None:
+            self.metrics.peer(cand.peer).request_errors += 1
         log.info("job %s cand %d failed: %s", job.id, cand.index, error)
         if cand.slot is not None:
             cand.tried.add(cand.slot)
@@ -296,7 +298,7 @@ class GenerateService:
 
     def _count(self, job: Job, now: float) -> None:
         if not job.done():
-            self._end(job, error_map(job, all_failed(job)))
+            self._end(job, error_map(job, all_failed(job)), now)
             return
         job.voting = True
         try:
@@ -306,7 +308,7 @@ class GenerateService:
             self.votes[job.id] = self.voter.submit(vote, job.request.strategy, ballot)
         except Exception as e:  # never lose the FINAL, whatever went wrong
             log.exception("job %s: the vote could not start", job.id)
-            self._end(job, error_map(job, f"the vote could not be counted: {e}"))
+            self._end(job, error_map(job, f"the vote could not be counted: {e}"), now)
             return
         if self.votes[job.id].done():
             self.collect_votes(now)
@@ -323,12 +325,14 @@ class GenerateService:
             except Exception as e:
                 log.exception("job %s: the vote failed", job_id)
                 body = error_map(job, f"the vote could not be counted: {e}")
-            self._end(job, body)
+            self._end(job, body, now)
 
-    def _end(self, job: Job, body: dict) -> None:
+    def _end(self, job: Job, body: dict, now: float, outcome: str | None = None) -> None:
         """The one way out of `jobs`: exactly one FINAL per accepted job."""
         if self.jobs.pop(job.id, None) is None:
             return
+        outcome = outcome or (JOB_FAILED if "error" in body else JOB_OK)
+        self.metrics.jobs.end(outcome, now - job.created_at)
         self.votes.pop(job.id, None)
         self.candidates -= len(job.candidates)
         ids = self.by_client.get(job.client)

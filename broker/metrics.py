@@ -1,13 +1,66 @@
-"""Per-peer metrics: pure bookkeeping, keyed by the peer's name."""
+"""Per-peer and per-job metrics: pure bookkeeping, keyed by the peer's name.
+
+The means and the p95 come from the last `_SAMPLES` answers; the histograms count every
+observation since the broker started (what Prometheus expects of them, see broker/prom.py).
+"""
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 _SAMPLES = 512
+TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+JOB_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+JOB_OK, JOB_FAILED, JOB_CANCELLED = "ok", "failed", "cancelled"
+JOB_OUTCOMES = (JOB_OK, JOB_FAILED, JOB_CANCELLED)
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Observations counted per bucket since the start, never forgotten; a value falls in
+    the first bucket whose upper bound is at least the value, or past the last one."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)  # one per bound, then one for +Inf
+    sum: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if list(self.bounds) != sorted(set(self.bounds)):
+            raise ValueError("histogram bounds must rise strictly")
+        self.counts = self.counts or [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations at most that), the last bound being +Inf."""
+        out, seen = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts):
+            seen += n
+            out.append((bound, seen))
+        return out
+
+
+@dataclass(slots=True)
+class JobMetrics:
+    """How the broker's jobs ended, and how long each took, by outcome."""
+
+    ended: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_OUTCOMES, 0))
+    durations: dict[str, Histogram] = field(
+        default_factory=lambda: {o: Histogram(JOB_BUCKETS_S) for o in JOB_OUTCOMES})
+
+    def end(self, outcome: str, duration_s: float) -> None:
+        if outcome not in self.ended:
+            raise ValueError(f"unknown job outcome {outcome!r}")
+        self.ended[outcome] += 1
+        self.durations[outcome].observe(max(0.0, duration_s))
 
 
 @dataclass(slots=True)
@@ -17,6 +70,8 @@ class PeerMetrics:
     failures: int = 0
     timeouts: int = 0
     cancelled: int = 0            # stopped because the job no longer needed it: no blame
+    request_errors: int = 0       # failed through the request's fault: no blame either
+    heartbeat_misses: int = 0     # slots lost because they went silent
     wins: int = 0
     tokens: int = 0
     busy_s: float = 0.0
@@ -24,6 +79,7 @@ class PeerMetrics:
     last_error_at: float | None = None   # wall clock, for people to read
     latencies: deque = field(default_factory=lambda: deque(maxlen=_SAMPLES))
     ttfts: deque = field(default_factory=lambda: deque(maxlen=_SAMPLES))
+    ttft_histogram: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS_S))
 
     def started(self) -> None:
         self.requests += 1
@@ -35,6 +91,7 @@ class PeerMetrics:
         self.latencies.append(latency_s)
         if ttft_s is not None:
             self.ttfts.append(ttft_s)
+            self.ttft_histogram.observe(ttft_s)
 
     def failed(self, error: str, timeout: bool = False) -> None:
         self.failures += 1
@@ -56,6 +113,8 @@ class PeerMetrics:
             "failures": self.failures,
             "timeouts": self.timeouts,
             "cancelled": self.cancelled,
+            "request_errors": self.request_errors,
+            "heartbeat_misses": self.heartbeat_misses,
             "wins": self.wins,
             "latency_mean_s": _mean(lat),
             "latency_p95_s": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None,
@@ -71,7 +130,7 @@ def _mean(xs) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-MAX_PEERS = 256  # named peers remembered after they are gone
+MAX_PEERS = 256  # named peers remembered after they are gone: bounds the `peer` label
 
 
 class MetricsBook:
@@ -82,6 +141,7 @@ class MetricsBook:
     def __init__(self, max_peers: int = MAX_PEERS) -> None:
         self._peers: dict[str, PeerMetrics] = {}  # in order of last use, oldest first
         self.max_peers = max_peers
+        self.jobs = JobMetrics()
 
     def peer(self, name: str) -> PeerMetrics:
         metrics = self._peers.pop(name, None) or PeerMetrics()
@@ -90,6 +150,10 @@ class MetricsBook:
 
     def names(self) -> list[str]:
         return sorted(self._peers)
+
+    def items(self) -> list[tuple[str, PeerMetrics]]:
+        """Every known peer's metrics, by name; reading them does not count as a use."""
+        return sorted(self._peers.items())
 
     def forget(self, name: str) -> None:
         self._peers.pop(name, None)

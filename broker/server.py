@@ -315,6 +315,7 @@ class Broker:
 
     def _purge(self, now: float) -> None:
         for slot in self.registry.purge(now):
+            self.metrics.peer(slot.peer).heartbeat_misses += 1
             self._lose(slot, f"went silent for {slot.expiry_s:g} s", now)
 
     def _route_tick(self, now: float) -> None:

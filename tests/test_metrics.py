@@ -6,18 +6,20 @@ import time
 
 import pytest
 
-from broker.metrics import MetricsBook, PeerMetrics
+from broker.metrics import TTFT_BUCKETS_S, Histogram, JobMetrics, MetricsBook, PeerMetrics
 
 pytestmark = pytest.mark.timeout(10)
 
-KEYS = {"requests", "successes", "failures", "timeouts", "cancelled", "wins", "latency_mean_s", "latency_p95_s",
-        "ttft_mean_s", "tokens_per_s", "reliability", "last_error", "last_error_at"}
+KEYS = {"requests", "successes", "failures", "timeouts", "cancelled", "request_errors",
+        "heartbeat_misses", "wins", "latency_mean_s", "latency_p95_s", "ttft_mean_s",
+        "tokens_per_s", "reliability", "last_error", "last_error_at"}
 
 
 def test_a_new_peer_has_zero_counters_no_statistics_and_full_trust():
     m = PeerMetrics().to_map()
     assert set(m) == KEYS
-    assert (m["requests"], m["successes"], m["failures"], m["timeouts"], m["wins"]) == (0,) * 5
+    assert (m["requests"], m["successes"], m["failures"], m["timeouts"], m["wins"],
+            m["request_errors"], m["heartbeat_misses"]) == (0,) * 7
     assert m["latency_mean_s"] is m["latency_p95_s"] is m["ttft_mean_s"] is m["tokens_per_s"] is None
     assert m["reliability"] == 1.0 and m["last_error"] is None and m["last_error_at"] is None
 
@@ -76,3 +78,47 @@ def test_metrics_book_creates_each_peer_once_and_lists_names_sorted():
     book.peer("zeta").started()
     assert book.names() == ["alpha", "zeta"]
     assert book.peer("zeta").requests == 2 and book.peer("alpha").to_map()["wins"] == 1
+
+
+def test_a_histogram_counts_each_value_in_the_first_bucket_at_least_as_large():
+    h = Histogram((0.5, 1.0, 5.0))
+    for value in (0.1, 0.5, 0.7, 1.0, 4.0, 9.0):
+        h.observe(value)
+    assert h.counts == [2, 2, 1, 1]               # a bound is inclusive: 0.5 <= 0.5
+    assert h.cumulative() == [(0.5, 2), (1.0, 4), (5.0, 5), (float("inf"), 6)]
+    assert (h.count, h.sum) == (6, pytest.approx(15.3))
+
+
+def test_a_histogram_keeps_every_observation_past_the_sample_window():
+    p = PeerMetrics()
+    for _ in range(600):                          # more than the 512 samples the means use
+        p.succeeded(1.0, 0.2, 1)
+    assert len(p.ttfts) == 512
+    assert p.ttft_histogram.count == 600 and p.ttft_histogram.cumulative()[-1][1] == 600
+    assert p.ttft_histogram.bounds == TTFT_BUCKETS_S
+
+
+def test_a_histogram_refuses_bounds_that_do_not_rise():
+    with pytest.raises(ValueError):
+        Histogram((1.0, 0.5))
+
+
+def test_job_metrics_count_each_outcome_and_its_duration():
+    jobs = JobMetrics()
+    jobs.end("ok", 0.3)
+    jobs.end("ok", 2.0)
+    jobs.end("cancelled", 1.0)
+    assert jobs.ended == {"ok": 2, "failed": 0, "cancelled": 1}
+    assert jobs.durations["ok"].count == 2 and jobs.durations["ok"].sum == pytest.approx(2.3)
+    assert jobs.durations["failed"].count == 0
+    with pytest.raises(ValueError):
+        jobs.end("lost", 1.0)
+
+
+def test_reading_the_metrics_book_does_not_reorder_who_is_forgotten_first():
+    book = MetricsBook(max_peers=1)
+    book.peer("old")
+    book.peer("new")
+    assert [name for name, _ in book.items()] == ["new", "old"]
+    book.trim(live=set())
+    assert book.names() == ["new"]
