@@ -8,6 +8,7 @@ OpenAI's shape {"error": {"message", "type", "param", "code"}} and its proper st
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -84,6 +85,12 @@ class HttpApi:
             kind = "not_found_error" if e.status == 404 else "invalid_request_error"
             return error_response(ApiError(e.status, f"{e.reason}: {request.method} "
                                            f"{request.path}", kind=kind))
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client went away: nobody to answer
+        except Exception:  # a bug of ours: one clear error for the client, the trace in the log
+            log.exception("error serving %s %s", request.method, request.path)
+            return error_response(ApiError(500, "the broker failed to serve this request; "
+                                           "its log has the details", kind="server_error"))
 
     @web.middleware
     async def _auth(self, request: web.Request, handler) -> web.StreamResponse:

@@ -246,3 +246,25 @@ def test_models_lists_swarm_and_each_live_model_and_completions_answer(ctx):
             assert reply.choices[0].text == "4" and reply.object == "text_completion"
             assert task.sampling.prompt == "2+2=" and task.sampling.max_tokens == 4
     run(body())
+
+
+def test_metrics_are_served_in_prometheus_text_behind_the_key(ctx):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def body():
+        async with api_on(ctx, api_key="k") as (url, (w1,), _):
+            ask = asyncio.create_task(client(url, "k").chat.completions.create(
+                model="swarm", messages=MSG, extra_body={"swarm": {"candidates": 1}}))
+            await serve(w1, "4")
+            await ask
+            async with aiohttp.ClientSession() as s:
+                async with s.get(url + "/metrics") as r:
+                    assert r.status == 401
+                async with s.get(url + "/metrics", headers={"Authorization": "Bearer k"}) as r:
+                    assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+                    text = await r.text()
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(text) for s in f.samples}
+        assert samples[("swarm_jobs_total", (("outcome", "ok"),))] == 1
+        assert samples[("swarm_votes_won_total", (("peer", "w1"),))] == 1
+    run(body())
