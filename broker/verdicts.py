@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from broker.jobs import Job
+from broker.jobs import FAILED, Job
 from broker.voting import Answer, Verdict
 from common.tool_calls import ToolCall
 
@@ -48,7 +48,7 @@ def _with_calls(cand: dict[str, Any], calls: tuple[ToolCall, ...]) -> dict[str, 
 def error_map(job: Job, error: str) -> dict[str, Any]:
     out = {"job": job.id, "error": error, "candidates": [c.to_map() for c in job.candidates],
            "strategy": job.request.strategy}
-    codes = {c.error_code for c in job.candidates}
+    codes = {c.error_code if c.state == FAILED else None for c in job.candidates}
     if len(codes) == 1 and None not in codes:  # every candidate failed for the same reason
         out["error_code"] = codes.pop()
     return out

@@ -196,3 +196,18 @@ def test_first_with_a_required_call_is_not_won_by_a_faster_text():
     assert final["winner"]["cand"] == 1
     assert final["winner"]["tool_calls"] == [{"name": "get_weather",
                                               "arguments": '{"city":"Rome"}'}]
+
+
+def test_a_job_cut_by_its_deadline_after_an_overflow_has_no_code():
+    # Given a candidate that overflowed and waits for the busy larger context
+    s = swarm((b"small", "m", 2048), (b"big", "m", 8192))
+    s.registry.get(b"big").job = ("other", 0)
+    s.submit(candidates=1, timeout_s=10)
+    s.sent()
+    overflow(s, b"small", 1.0, 2048)
+    # When the job's deadline passes before it could run again
+    s.service.tick(10.0)
+    (final,) = finals(s.sent())
+    # Then the job did not end for the context: no code says so
+    assert final["candidates"][0]["state"] == "cancelled"
+    assert "error_code" not in final and final["candidates"][0]["error_code"] is None
