@@ -26,15 +26,17 @@ from broker.policy import MAX_ATTEMPTS, MAX_TEXT_CHARS, Limits, TimeoutPolicy
 from broker.registry import Registry, Slot
 from broker.rotation import Rotation
 from broker.timers import Timers
+from broker.tool_vote import NoValidCall, Offer, count, forced
 from broker.verdicts import InlineVoter, all_failed, answers, error_map, result_map
-from broker.voting import vote
-from common.bodies import ERROR_REQUEST, Chunk, GenerateRequest, Outcome, Task
+from common.bodies import (CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Chunk, GenerateRequest, Outcome,
+                           Task)
 from common.codec import pack, unpack_body
 from common.errors import ProtocolError
 from common.frames import SERVICE_GENERATE
 from common.messages import Cancel, WorkerReply, WorkerRequest
 
 log = logging.getLogger(__name__)
+MAX_NAME_SHOWN = 80  # characters of a client's model name quoted back to it
 
 class GenerateService:
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
@@ -52,7 +54,7 @@ class GenerateService:
 
     # -- client side -------------------------------------------------------------------
     def submit(self, client: bytes, delimited: bool, request: GenerateRequest, now: float) -> None:
-        refusal = self._refusal(request.candidates)
+        refusal = self._refusal(request)
         if refusal:
             self.outbox.error(client, delimited, SERVICE_GENERATE, refusal)
             return
@@ -69,11 +71,13 @@ class GenerateService:
         self._enqueue(job)
         self.dispatch(now)
 
-    def _refusal(self, candidates: int) -> str | None:
+    def _refusal(self, request: GenerateRequest) -> str | None:
         if not self.registry.serving(SERVICE_GENERATE):
             return "no live worker serves 'generate': start a swarm-worker"
+        if not scheduler.Need(request.model).model_among(self.registry.models(SERVICE_GENERATE)):
+            return f"no live worker serves model '{request.model[:MAX_NAME_SHOWN]}'"
         if len(self.jobs) >= self.limits.max_jobs or \
-                self.candidates + candidates > self.limits.max_candidates:
+                self.candidates + request.candidates > self.limits.max_candidates:
             self.stats["busy"] += 1
             return (f"the broker is busy ({len(self.jobs)} jobs, {self.candidates} candidates "
                     "in flight): try again shortly")
@@ -119,13 +123,14 @@ class GenerateService:
             cand = job.next_pending()
             if cand is None:
                 continue
-            slot = scheduler.pick(idle, job.slots_used, job.nodes_used, cand.tried)
+            need = _need(job, cand)
+            slot = scheduler.pick(idle, job.slots_used, job.nodes_used, cand.tried, need)
             if slot is not None:
                 idle.remove(slot)
                 self._start(job, cand, slot, now)
             else:
                 serving = serving if serving is not None else self.registry.serving(SERVICE_GENERATE)
-                if scheduler.placeable(serving, job.slots_used, cand.tried):
+                if scheduler.placeable(serving, job.slots_used, cand.tried, need):
                     waiting.append(job)
                     continue
                 self._unplaceable(job, cand, now)
@@ -138,7 +143,7 @@ class GenerateService:
         error = "no live worker slot can take this candidate"
         if cand.error:  # it failed before: that is the news, not the lack of a retry
             error = f"{cand.error} (no other slot could retry it)"
-        self._fail(job, cand, error, now, retry=False, penalise=False)
+        self._fail(job, cand, error, now, retry=False, penalise=False, code=cand.error_code)
 
     def _start(self, job: Job, cand: Candidate, slot: Slot, now: float) -> None:
         cand.state, cand.slot, cand.peer = RUNNING, slot.identity, slot.peer
@@ -199,9 +204,13 @@ class GenerateService:
         self._event(job, cand, "token", chunk.text)
 
     def _final(self, job: Job, cand: Candidate, slot: Slot, outcome: Outcome, now: float) -> None:
+        if outcome.error is not None and outcome.error_code == CONTEXT_LENGTH_EXCEEDED:
+            self._too_long(job, cand, slot, f"{slot.peer}: {outcome.error}", now)
+            return
         if outcome.error is not None:
             ours = outcome.error_kind != ERROR_REQUEST  # the request's fault: no retry, no blame
-            self._fail(job, cand, f"{slot.peer}: {outcome.error}", now, retry=ours, penalise=ours)
+            self._fail(job, cand, f"{slot.peer}: {outcome.error}", now, retry=ours, penalise=ours,
+                       code=outcome.error_code)
             return
         if len(outcome.text) > MAX_TEXT_CHARS:
             self._fail(job, cand, f"{slot.peer} sent an answer over {MAX_TEXT_CHARS} characters", now)
@@ -213,6 +222,18 @@ class GenerateService:
         self.metrics.peer(slot.peer).succeeded(cand.latency_s, cand.ttft_s, cand.tokens)
         self._event(job, cand, "done")
 
+    def _too_long(self, job: Job, cand: Candidate, slot: Slot, error: str, now: float) -> None:
+        """The prompt overflowed this slot's context: not the peer's fault. The candidate is
+        retried only where a context is larger (or unknown), else it fails now, code kept."""
+        cand.ctx_over = max(cand.ctx_over or 0, slot.profile.n_ctx)
+        cand.tried.add(slot.identity)
+        retry = scheduler.placeable(self.registry.serving(SERVICE_GENERATE), job.slots_used,
+                                    cand.tried, _need(job, cand))
+        if not retry:
+            error += " (no live slot has a larger context)"
+        self._fail(job, cand, error, now, retry=retry, penalise=False,
+                   code=CONTEXT_LENGTH_EXCEEDED)
+
     def on_slot_lost(self, slot: Slot, reason: str, now: float) -> None:
         if slot.job is not None:
             job_id, index = slot.job
@@ -222,8 +243,10 @@ class GenerateService:
             if cand is not None and cand.state == RUNNING and cand.slot == slot.identity:
                 self._fail(job, cand, f"{slot.peer} {reason}", now)
                 self._settle(job, now)
-        if not self.registry.serving(SERVICE_GENERATE):  # nobody left: waiting helps no one
-            for job in list(self.jobs.values()):
+        models = self.registry.models(SERVICE_GENERATE)
+        live = bool(self.registry.serving(SERVICE_GENERATE))
+        for job in list(self.jobs.values()):  # nobody left for them: waiting helps no one
+            if not live or not scheduler.Need(job.request.model).model_among(models):
                 for cand in job.pending():
                     self._unplaceable(job, cand, now)
                 self._settle(job, now)
@@ -231,7 +254,7 @@ class GenerateService:
 
     # -- failure, timeouts, the end --------------------------------------------------------
     def _fail(self, job: Job, cand: Candidate, error: str, now: float, retry: bool = True,
-              timeout: bool = False, penalise: bool = True) -> None:
+              timeout: bool = False, penalise: bool = True, code: str | None = None) -> None:
         if cand.peer is not None and penalise:
             self.metrics.peer(cand.peer).failed(error, timeout)
         elif cand.peer is not None:
@@ -239,8 +262,11 @@ class GenerateService:
         log.info("job %s cand %d failed: %s", job.id, cand.index, error)
         if cand.slot is not None:
             cand.tried.add(cand.slot)
-        cand.error = error
-        if retry and cand.attempts < MAX_ATTEMPTS and now < job.deadline:
+        cand.error, cand.error_code = error, code
+        # a context overflow moves on to a larger context each time: it is bounded by the
+        # slots, and a retry that no slot can take ends in _unplaceable, with its code
+        if retry and now < job.deadline and \
+                (cand.attempts < MAX_ATTEMPTS or code == CONTEXT_LENGTH_EXCEEDED):
             self._event(job, cand, "retry", error)
             cand.restart()
             self._enqueue(job)
@@ -291,7 +317,9 @@ class GenerateService:
         """End the job if the vote needs nothing more from it."""
         if job.voting or job.id not in self.jobs:
             return
-        if job.request.strategy == "first" and _first_is_in(job):
+        # a required call waits for the vote to tell calls from text, off the loop
+        if job.request.strategy == "first" and not forced(job.request.sampling) and \
+                _first_is_in(job):
             self._stop_rest(job, now, "the first answer won")
         if job.finished:
             self._count(job, now)
@@ -305,7 +333,8 @@ class GenerateService:
             ballot = answers(job, lambda peer: self.metrics.peer(peer).reliability)
             if job.leader is not None and job.candidates[job.leader].state == DONE:
                 ballot = [a for a in ballot if a.cand == job.leader]  # what was streamed wins
-            self.votes[job.id] = self.voter.submit(vote, job.request.strategy, ballot)
+            self.votes[job.id] = self.voter.submit(count, job.request.strategy, ballot,
+                                                   Offer.of(job.request.sampling))
         except Exception as e:  # never lose the FINAL, whatever went wrong
             log.exception("job %s: the vote could not start", job.id)
             self._end(job, error_map(job, f"the vote could not be counted: {e}"), now)
@@ -322,6 +351,9 @@ class GenerateService:
                 verdict = future.result()
                 body = result_map(job, verdict)
                 self.metrics.peer(job.candidates[verdict.winner].peer or "").wins += 1
+            except NoValidCall as e:  # the answers' fault, not the broker's: no traceback
+                log.info("job %s: %s", job_id, e)
+                body = error_map(job, str(e))
             except Exception as e:
                 log.exception("job %s: the vote failed", job_id)
                 body = error_map(job, f"the vote could not be counted: {e}")
@@ -353,6 +385,10 @@ def _first_is_in(job: Job) -> bool:
     if job.leader is not None and not job.candidates[job.leader].ended:
         return False
     return any(c.text.strip() for c in job.done())
+
+
+def _need(job: Job, cand: Candidate) -> scheduler.Need:
+    return scheduler.Need(job.request.model, cand.ctx_over)
 
 
 def _parse(reply: WorkerReply, job: Job, cand: Candidate) -> Chunk | Outcome:

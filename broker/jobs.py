@@ -32,6 +32,7 @@ class Candidate:
     outcome: Outcome | None = None
     error: str | None = None
     error_code: str | None = None      # the peer's machine-readable code for `error`
+    ctx_over: int | None = None        # its prompt overflowed a context this large (0: unknown)
 
     @property
     def text(self) -> str:
@@ -80,6 +81,7 @@ class Candidate:
             "ttft_s": self.ttft_s,
             "tokens": self.completion_tokens,
             "attempts": self.attempts,
+            "tool_calls": [],  # the vote fills in the calls it read (verdicts.result_map)
         }
 
 

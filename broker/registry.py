@@ -118,5 +118,10 @@ class Registry:
     def serving(self, service: bytes) -> list[Slot]:
         return [s for s in self._slots.values() if s.service == service]
 
+    def models(self, service: bytes) -> set[str]:
+        """The models live slots of this service have loaded (those that said which)."""
+        return {s.profile.model for s in self._slots.values()
+                if s.service == service and s.profile.model}
+
     def idle(self, service: bytes) -> list[Slot]:
         return [s for s in self._slots.values() if s.service == service and s.job is None]

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from broker.jobs import Job
+from broker.jobs import FAILED, Job
 from broker.voting import Answer, Verdict
+from common.tool_calls import ToolCall
 
 
 def answers(job: Job, reliability: Callable[[str], float]) -> list[Answer]:
@@ -29,17 +30,28 @@ def result_map(job: Job, verdict: Verdict) -> dict[str, Any]:
         "job": job.id,
         "strategy": verdict.strategy,
         "winner": {"cand": winner.index, "peer": winner.peer, "text": winner.text,
-                   "finish_reason": winner.outcome.finish_reason if winner.outcome else None},
-        "candidates": [c.to_map() for c in job.candidates],
+                   "finish_reason": winner.outcome.finish_reason if winner.outcome else None,
+                   "tool_calls": [c.to_map() for c in verdict.tool_calls]},
+        "candidates": [_with_calls(c.to_map(), verdict.calls.get(c.index, ()))
+                       for c in job.candidates],
         "votes": {str(k): round(v, 4) for k, v in verdict.scores.items()},
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                   "total_tokens": prompt + completion},
     }
 
 
+def _with_calls(cand: dict[str, Any], calls: tuple[ToolCall, ...]) -> dict[str, Any]:
+    cand["tool_calls"] = [c.to_map() for c in calls]
+    return cand
+
+
 def error_map(job: Job, error: str) -> dict[str, Any]:
-    return {"job": job.id, "error": error, "candidates": [c.to_map() for c in job.candidates],
-            "strategy": job.request.strategy}
+    out = {"job": job.id, "error": error, "candidates": [c.to_map() for c in job.candidates],
+           "strategy": job.request.strategy}
+    codes = {c.error_code if c.state == FAILED else None for c in job.candidates}
+    if len(codes) == 1 and None not in codes:  # every candidate failed for the same reason
+        out["error_code"] = codes.pop()
+    return out
 
 
 def all_failed(job: Job) -> str:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rapidfuzz import fuzz
+
+from common.tool_calls import ToolCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,8 @@ class Verdict:
     winner: int                 # candidate index
     scores: dict[int, float]    # candidate index -> score under the strategy
     strategy: str
+    tool_calls: tuple[ToolCall, ...] = ()   # the winner's calls; () when it answered in text
+    calls: dict[int, tuple[ToolCall, ...]] = field(default_factory=dict)  # each answer's, if read
 
 
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
@@ -75,7 +79,7 @@ def _tie_order(a: Answer) -> tuple[float, float, int]:
     return (-a.reliability, a.latency_s, a.cand)
 
 
-def _best(answers: list[Answer], scores: dict[int, float]) -> int:
+def best(answers: list[Answer], scores: dict[int, float]) -> int:
     return min(answers, key=lambda a: (-round(scores[a.cand], 9), *_tie_order(a))).cand
 
 
@@ -86,7 +90,7 @@ def majority(answers: list[Answer]) -> Verdict:
         groups[key] += 1
     n = len(answers)
     scores = {a.cand: groups[keys[a.cand]] / n for a in answers}
-    return Verdict(_best(answers, scores), scores, "majority")
+    return Verdict(best(answers, scores), scores, "majority")
 
 
 def medoid_scores(answers: list[Answer]) -> dict[int, float]:
@@ -104,13 +108,13 @@ def medoid_scores(answers: list[Answer]) -> dict[int, float]:
 
 def by_similarity(answers: list[Answer]) -> Verdict:
     scores = medoid_scores(answers)
-    return Verdict(_best(answers, scores), scores, "similarity")
+    return Verdict(best(answers, scores), scores, "similarity")
 
 
 def weighted(answers: list[Answer]) -> Verdict:
     base = medoid_scores(answers)
     scores = {a.cand: base[a.cand] * a.reliability for a in answers}
-    return Verdict(_best(answers, scores), scores, "weighted")
+    return Verdict(best(answers, scores), scores, "weighted")
 
 
 def first(answers: list[Answer]) -> Verdict:

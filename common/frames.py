@@ -38,6 +38,9 @@ SERVICE_CANCEL = b"swarm.cancel"  # body {} or {job}: drop this client's job(s),
 MMI_SERVICE = b"mmi.service"  # RFC 8: body is a service name, reply "200" or "404"
 MMI_PREFIX = b"mmi."
 
+# The model name that asks for any worker (GenerateRequest.model; the API's model list)
+ANY_MODEL = "swarm"
+
 # Limits on what a peer may send us
 FRAME_OVERHEAD_BYTES = 64  # what one more frame costs against MAX_BODY_BYTES, even empty
 MAX_SERVICE_BYTES = 255

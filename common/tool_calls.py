@@ -86,6 +86,7 @@ def tool_names(tools: tuple[dict[str, Any], ...] | None) -> set[str]:
 # -- reading calls back --------------------------------------------------------------------
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*\s*\n?(.*?)```", re.S)
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+MAX_LINE_TRIES = 32  # line starts tried for a JSON value: each failed try costs O(offset)
 
 
 def parse_tool_calls(text: str, names: set[str]) -> tuple[ToolCall, ...]:
@@ -114,16 +115,18 @@ def parse_tool_calls(text: str, names: set[str]) -> tuple[ToolCall, ...]:
 def _loads(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a peer's text may nest deeper than Python recurses
         return None
 
 
 def _first_json(text: str) -> Any:
     decoder = json.JSONDecoder()
-    for m in re.finditer(r"(?m)^\s*([\[{])", text):
+    for tries, m in enumerate(re.finditer(r"(?m)^\s*([\[{])", text)):
+        if tries >= MAX_LINE_TRIES:
+            break
         try:
             return decoder.raw_decode(text, m.start(1))[0]
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     return None
 

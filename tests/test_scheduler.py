@@ -117,3 +117,48 @@ def test_registry_knows_the_shortest_announced_heartbeat_as_slots_come_and_go():
     assert reg.shortest_interval_s() == 2.0
     assert [s.identity for s in reg.purge(6.0)] == [b"slow"]
     assert reg.shortest_interval_s() == 1.0
+
+
+def model_registry(*slots: tuple[bytes, str, int]) -> Registry:
+    """slots: (identity, model, n_ctx), each on its own node."""
+    reg = Registry(interval_s=1.0, liveness=3)
+    for identity, model, n_ctx in slots:
+        name = identity.decode()
+        reg.add(identity, GEN, WorkerProfile(name=name, node_id=name, model=model, n_ctx=n_ctx),
+                False, 0.0)
+    return reg
+
+
+def test_a_model_name_picks_only_the_slots_serving_that_model():
+    reg = model_registry((b"q1", "qwen", 0), (b"l1", "llama", 0))
+    want = scheduler.Need(model="llama")
+    assert scheduler.pick(reg.idle(GEN), set(), Counter(), need=want).identity == b"l1"
+    assert not scheduler.placeable(reg.serving(GEN), set(), {b"l1"}, want)
+    assert scheduler.pick(reg.idle(GEN), set(), Counter(), need=scheduler.Need("gemma")) is None
+
+
+@pytest.mark.parametrize("model", [None, "swarm"])
+def test_no_model_or_swarm_means_any_slot(model):
+    reg = model_registry((b"q1", "qwen", 0), (b"l1", "llama", 0))
+    want = scheduler.Need(model=model)
+    assert scheduler.pick(reg.idle(GEN), set(), Counter(), {b"q1"}, want).identity == b"l1"
+    assert scheduler.pick(reg.idle(GEN), set(), Counter(), {b"l1"}, want).identity == b"q1"
+
+
+def test_after_a_context_overflow_only_larger_or_unknown_contexts_are_chances():
+    # Given slots with contexts 2048, 4096, 8192 and one that did not say
+    reg = model_registry((b"c2k", "m", 2048), (b"c4k", "m", 4096), (b"c8k", "m", 8192),
+                         (b"c0", "m", 0))
+    want = scheduler.Need(ctx_over=4096)
+    options = {s.identity for s in reg.idle(GEN) if scheduler.eligible(s, set(), set(), want)}
+    assert options == {b"c8k", b"c0"}
+    assert not scheduler.placeable(reg.serving(GEN), set(), {b"c8k", b"c0"}, want)
+
+
+def test_registry_lists_the_live_models_of_a_service():
+    reg = model_registry((b"q1", "qwen", 0), (b"q2", "qwen", 0), (b"l1", "llama", 0))
+    reg.add(b"anon", GEN, WorkerProfile(name="anon"), False, 0.0)  # said no model
+    reg.add(b"echo", b"echo", WorkerProfile(name="echo", model="echo-model"), False, 0.0)
+    assert reg.models(GEN) == {"qwen", "llama"}
+    reg.remove(b"l1")
+    assert reg.models(GEN) == {"qwen"}
