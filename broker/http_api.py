@@ -130,8 +130,7 @@ class HttpApi:
 
     # -- one job -------------------------------------------------------------------------
     def _live_models(self) -> set[str]:
-        return {s.profile.model for s in self.broker.registry.serving(SERVICE_GENERATE)
-                if s.profile.model}
+        return self.broker.registry.models(SERVICE_GENERATE)
 
     def _check_model(self, model: str) -> None:
         if not self.broker.registry.serving(SERVICE_GENERATE):

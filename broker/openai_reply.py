@@ -141,11 +141,10 @@ def job_error(final: dict[str, Any]) -> ApiError:
     """The OpenAI error for a job that ended without an answer."""
     text = str(final.get("error") or "the swarm gave no answer")
     cands = final.get("candidates") or []
-    failed = [c for c in cands if c.get("state") == "failed"]
-    if failed and all(c.get("error_code") == CONTEXT_CODE for c in failed) and \
-            len(failed) == len(cands):
-        return ApiError(400, f"the prompt is longer than every worker's context window: "
-                        f"{failed[0].get('error')}", "messages", CONTEXT_CODE)
+    if final.get("error_code") == CONTEXT_CODE:  # every failed candidate says so
+        first = next((c for c in cands if c.get("error_code") == CONTEXT_CODE), {})
+        return ApiError(400, "the prompt is longer than every worker's context window: "
+                        f"{first.get('error') or text}", "messages", CONTEXT_CODE)
     if any(c.get("error") == DEADLINE for c in cands):
         return ApiError(504, f"the deadline passed before any candidate answered: {text}",
                         code="deadline_exceeded", kind="timeout_error")

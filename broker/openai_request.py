@@ -19,9 +19,10 @@ from typing import Any
 
 from common.bodies import MAX_CANDIDATES, STRATEGIES, GenerateRequest
 from common.errors import BodyError
+from common.frames import ANY_MODEL
 from common.tool_calls import ToolCall, canonical, render_calls
 
-SWARM_MODEL = "swarm"        # the model name that means "every worker"
+SWARM_MODEL = ANY_MODEL      # "swarm": the model name that means every worker
 DEFAULT_MAX_TOKENS = 512     # when the body names none
 DEFAULT_CANDIDATES = 3
 _SWARM_KNOBS = {"candidates", "strategy", "timeout_s"}
@@ -99,7 +100,7 @@ def _request(body: dict[str, Any], job: dict[str, Any], chat: bool) -> ApiReques
     wanted = job.get("candidates", DEFAULT_CANDIDATES)
     if isinstance(wanted, int) and not isinstance(wanted, bool):
         job["candidates"] = max(wanted, n)  # n choices need n candidates; else from_map says why
-    job["model"] = None if model == SWARM_MODEL else model
+    job["model"] = model
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad("field 'stream' must be a boolean", "stream")
