@@ -16,7 +16,6 @@ import logging
 import os
 import random
 from collections import defaultdict
-from concurrent.futures import Future
 
 from broker import scheduler
 from broker.jobs import CANCELLED, DONE, FAILED, RUNNING, Candidate, Job
@@ -26,8 +25,8 @@ from broker.policy import MAX_ATTEMPTS, MAX_TEXT_CHARS, Limits, TimeoutPolicy
 from broker.registry import Registry, Slot
 from broker.rotation import Rotation
 from broker.timers import Timers
-from broker.tool_vote import NoValidCall, Offer, count, forced
-from broker.verdicts import InlineVoter, all_failed, answers, error_map, result_map
+from broker.ballots import Ballots, first_is_in
+from broker.verdicts import error_map
 from common.bodies import (CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Chunk, GenerateRequest, Outcome,
                            Task)
 from common.codec import pack, unpack_body
@@ -42,13 +41,12 @@ class GenerateService:
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
                  timeouts: TimeoutPolicy, voter=None, limits: Limits = Limits()):
         self.registry, self.metrics, self.outbox, self.timeouts = registry, metrics, outbox, timeouts
-        self.voter = voter or InlineVoter()
+        self.ballots = Ballots(metrics, voter)
         self.limits = limits
         self.jobs: dict[str, Job] = {}
         self.rotation = Rotation()              # jobs with candidates waiting for a slot
         self.by_client: dict[bytes, set[str]] = defaultdict(set)
         self.timers = Timers()
-        self.votes: dict[str, Future] = {}
         self.candidates = 0                     # of all jobs in `jobs`
         self.stats = {"busy": 0, "malformed_replies": 0}
 
@@ -317,46 +315,17 @@ class GenerateService:
         """End the job if the vote needs nothing more from it."""
         if job.voting or job.id not in self.jobs:
             return
-        # a required call waits for the vote to tell calls from text, off the loop
-        if job.request.strategy == "first" and not forced(job.request.sampling) and \
-                _first_is_in(job):
+        if first_is_in(job):
             self._stop_rest(job, now, "the first answer won")
         if job.finished:
-            self._count(job, now)
-
-    def _count(self, job: Job, now: float) -> None:
-        if not job.done():
-            self._end(job, error_map(job, all_failed(job)), now)
-            return
-        job.voting = True
-        try:
-            ballot = answers(job, lambda peer: self.metrics.peer(peer).reliability)
-            if job.leader is not None and job.candidates[job.leader].state == DONE:
-                ballot = [a for a in ballot if a.cand == job.leader]  # what was streamed wins
-            self.votes[job.id] = self.voter.submit(count, job.request.strategy, ballot,
-                                                   Offer.of(job.request.sampling))
-        except Exception as e:  # never lose the FINAL, whatever went wrong
-            log.exception("job %s: the vote could not start", job.id)
-            self._end(job, error_map(job, f"the vote could not be counted: {e}"), now)
-            return
-        if self.votes[job.id].done():
-            self.collect_votes(now)
+            body = self.ballots.start(job)
+            if body is not None:
+                self._end(job, body, now)
+            else:
+                self.collect_votes(now)
 
     def collect_votes(self, now: float) -> None:
-        for job_id in [j for j, f in self.votes.items() if f.done()]:
-            future, job = self.votes.pop(job_id), self.jobs.get(job_id)
-            if job is None:
-                continue  # cancelled while it was counted
-            try:
-                verdict = future.result()
-                body = result_map(job, verdict)
-                self.metrics.peer(job.candidates[verdict.winner].peer or "").wins += 1
-            except NoValidCall as e:  # the answers' fault, not the broker's: no traceback
-                log.info("job %s: %s", job_id, e)
-                body = error_map(job, str(e))
-            except Exception as e:
-                log.exception("job %s: the vote failed", job_id)
-                body = error_map(job, f"the vote could not be counted: {e}")
+        for job, body in self.ballots.ready(self.jobs):
             self._end(job, body, now)
 
     def _end(self, job: Job, body: dict, now: float, outcome: str | None = None) -> None:
@@ -365,7 +334,7 @@ class GenerateService:
             return
         outcome = outcome or (JOB_FAILED if "error" in body else JOB_OK)
         self.metrics.jobs.end(outcome, now - job.created_at)
-        self.votes.pop(job.id, None)
+        self.ballots.drop(job.id)
         self.candidates -= len(job.candidates)
         ids = self.by_client.get(job.client)
         if ids is not None:
@@ -377,14 +346,7 @@ class GenerateService:
     @property
     def busy(self) -> bool:
         """Votes are being counted elsewhere: the loop should look back soon."""
-        return bool(self.votes)
-
-
-def _first_is_in(job: Job) -> bool:
-    """Strategy first has its answer; a streamed leader still running is waited for."""
-    if job.leader is not None and not job.candidates[job.leader].ended:
-        return False
-    return any(c.text.strip() for c in job.done())
+        return bool(self.ballots)
 
 
 def _need(job: Job, cand: Candidate) -> scheduler.Need:

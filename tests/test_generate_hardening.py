@@ -91,7 +91,7 @@ def test_the_step_that_ends_a_job_cannot_lose_its_final():
             raise RuntimeError("executor is gone")
 
     s = Swarm()
-    s.service.voter = BrokenVoter()
+    s.service.ballots.voter = BrokenVoter()
     s.add(b"a")
     s.submit(candidates=1)
     s.reply(b"a", 1.0, "4")
