@@ -122,6 +122,9 @@ def _tool_choice(m: dict[str, Any], tools: tuple[dict[str, Any], ...] | None
         raise BodyError("field 'tool_choice' asks for a tool call, but no tools are given",
                         "tool_choice")
     if name is not None:
+        if choice == "none":
+            raise BodyError("field 'tool_choice' 'none' cannot go with a 'tool_name' to call",
+                            "tool_choice")
         if name not in tool_names(tools):
             raise BodyError(f"field 'tool_name' names '{name}', which is not among the tools",
                             "tool_name")

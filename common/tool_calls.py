@@ -9,7 +9,9 @@ and strict about the content: the name must be one of the offered tools and the
 arguments a JSON object. Candidates vote on `calls_key`: the names and canonical JSON of
 the arguments, so two calls that differ only in key order or spacing are the same vote.
 
-Pure functions; `tools` are OpenAI tool definitions, checked by `check_tools`.
+Pure functions; `tools` are OpenAI tool definitions, checked by `check_tools`. Reading a
+text back is linear in its length (a candidate may be megabytes): no backtracking regular
+expression, and a bounded number of places tried as the start of a JSON value.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from common.errors import BodyError
 TOOL_CHOICES = ("auto", "none", "required")
 MAX_TOOLS = 128
 MAX_NAME = 64
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # the whole name (fullmatch)
+MAX_JSON_STARTS = 64  # line starts tried as a JSON value in prose, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +44,9 @@ def canonical(arguments: dict[str, Any]) -> str:
 
 
 def calls_key(calls: tuple[ToolCall, ...] | list[ToolCall]) -> str:
-    """What candidates vote on: the calls' names and canonical arguments, in order."""
-    return json.dumps([[c.name, c.arguments] for c in calls], separators=(",", ":"),
+    """What candidates vote on: the calls' names and canonical arguments, in any order
+    (parallel calls are the same answer whichever a model wrote first)."""
+    return json.dumps(sorted([c.name, c.arguments] for c in calls), separators=(",", ":"),
                       ensure_ascii=False)
 
 
@@ -61,7 +65,7 @@ def check_tools(raw: Any) -> tuple[dict[str, Any], ...]:
             raise BodyError(f"field 'tools[{i}]' must be {{\"type\": \"function\", "
                             "\"function\": {...}}", "tools")
         name = fn.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise BodyError(f"field 'tools[{i}].function.name' must be 1 to {MAX_NAME} letters, "
                             "digits, '_', '.' or '-'", "tools")
         if name in seen:
@@ -84,45 +88,56 @@ def tool_names(tools: tuple[dict[str, Any], ...] | None) -> set[str]:
 
 
 # -- reading calls back --------------------------------------------------------------------
-_FENCE = re.compile(r"```[A-Za-z0-9_-]*\s*\n?(.*?)```", re.S)
-_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
-MAX_LINE_TRIES = 32  # line starts tried for a JSON value: each failed try costs O(offset)
+_JSON_START = re.compile(r"(?m)^[ \t]*([\[{])")
+_FENCE_TAG = re.compile(r"[A-Za-z0-9_+.-]*")
 
 
 def parse_tool_calls(text: str, names: set[str]) -> tuple[ToolCall, ...]:
     """The calls a candidate made, or () when its text is not a call of an offered tool.
 
-    Tried in order: the whole text as JSON, each fenced block, each `<tool_call>` block,
-    then the first JSON value that starts a line. A text with a call and more prose
-    around it still counts as the call: the prose is dropped, never shown as content.
+    Tried in order: the `<tool_call>` blocks (every one must hold calls), the whole text
+    as JSON, each fenced block, then the first JSON value that starts a line. A text with
+    a call and more prose around it still counts as the call: the prose is dropped, never
+    shown as content.
     """
     if not names or not text:
         return ()
-    candidates = [text.strip()]
-    candidates += [m.strip() for m in _FENCE.findall(text)]
-    tagged = [m.strip() for m in _TAGGED.findall(text)]
-    if tagged:
-        calls = [c for t in tagged for c in _calls_in(_loads(t), names)]
-        if calls and len(calls) == len(tagged):
-            return tuple(calls)
-    for chunk in candidates:
-        calls = _calls_in(_loads(chunk), names)
-        if calls:
+    tagged = [_calls_in(_loads(block), names) for block in _tagged(text)]
+    if tagged and all(tagged):
+        return tuple(call for calls in tagged for call in calls)
+    for chunk in (text, *_fenced(text)):
+        if calls := _calls_in(_loads(chunk), names):
             return tuple(calls)
     return tuple(_calls_in(_first_json(text), names))
+
+
+def _tagged(text: str) -> list[str]:
+    """What each <tool_call> holds, up to its </tool_call> (or the next tag, or the end)."""
+    return [part.split("</tool_call>", 1)[0] for part in text.split("<tool_call>")[1:]]
+
+
+def _fenced(text: str) -> list[str]:
+    """Each closed ``` block's content, without its language tag."""
+    parts = text.split("```")
+    blocks = []
+    for i in range(1, len(parts) - 1, 2):
+        first, newline, rest = parts[i].partition("\n")
+        tag = _FENCE_TAG.match(first)  # a tag that is the whole first line
+        blocks.append(rest if newline and tag and tag.end() == len(first.rstrip()) else parts[i])
+    return blocks
 
 
 def _loads(text: str) -> Any:
     try:
         return json.loads(text)
-    except (ValueError, RecursionError):  # a peer's text may nest deeper than Python recurses
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
         return None
 
 
 def _first_json(text: str) -> Any:
     decoder = json.JSONDecoder()
-    for tries, m in enumerate(re.finditer(r"(?m)^\s*([\[{])", text)):
-        if tries >= MAX_LINE_TRIES:
+    for tries, m in enumerate(_JSON_START.finditer(text)):
+        if tries == MAX_JSON_STARTS:
             break
         try:
             return decoder.raw_decode(text, m.start(1))[0]
@@ -151,7 +166,7 @@ def _one_call(item: Any, names: set[str]) -> ToolCall | None:
     args = item.get("arguments", item.get("parameters", {}))
     if isinstance(args, str):
         args = _loads(args) if args.strip() else {}
-    if name not in names or not isinstance(args, dict):
+    if not isinstance(name, str) or name not in names or not isinstance(args, dict):
         return None
     return ToolCall(name, canonical(args))
 

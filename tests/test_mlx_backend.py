@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -17,14 +18,14 @@ except ImportError as e:  # the test extra installs mlx[cpu] on Linux and mlx-lm
                 "pip install -e '.[test]'", allow_module_level=True)
 
 from client.client import SwarmClient
-from common.bodies import ERROR_REQUEST, GenerateRequest, Sampling, Task
+from common.bodies import CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, GenerateRequest, Sampling, Task
 from common.errors import ModelError
 from tests.conftest import run
 from tests.mlx_tiny import CHAT_TEMPLATE, CONTEXT, build_tiny_model
 from tests.wire import running_broker
 from worker.mlx_backend import MlxBackend, mlx_available
 from worker.node import WorkerNode, node_profile
-from worker.prompt import transcript
+from worker.prompt import offer_tools, transcript
 from worker.session import SessionConfig
 
 PROMPT = "The capital of France is"
@@ -169,6 +170,30 @@ def test_a_prompt_longer_than_the_context_is_the_requests_fault(tiny):
     outcome, pieces = generate(tiny, Sampling(prompt="word " * 300, max_tokens=8))
     assert outcome.error_kind == ERROR_REQUEST and not pieces
     assert outcome.error.endswith(f"does not fit the context window of {CONTEXT} tokens")
+    assert outcome.error_code == CONTEXT_LENGTH_EXCEEDED
+
+
+def test_a_tiny_top_p_leaves_only_the_likeliest_token(tiny):
+    hot = Sampling(prompt=PROMPT, max_tokens=12, temperature=1.0)
+    greedy = generate(tiny, Sampling(prompt=PROMPT, max_tokens=12, temperature=0))[0].text
+    assert generate(tiny, replace(hot, top_p=0.01), seed=3)[0].text == greedy
+    assert generate(tiny, replace(hot, top_p=0.0), seed=3)[0].text == greedy
+    assert generate(tiny, hot, seed=3)[0].text != greedy
+
+
+def test_tools_are_offered_in_the_prompt_unless_tool_choice_is_none(tiny):
+    tool = {"type": "function", "function": {"name": "get_time"}}
+    chat = [{"role": "user", "content": "What time is it?"}]
+    offered = Sampling.from_map({"messages": chat, "tools": [tool], "max_tokens": 4})
+    outcome, _ = generate(tiny, offered)
+    expected = transcript(offer_tools(offered).messages)
+    assert expected.startswith("System: You can use these tools:")
+    # the offer is in the prompt: too long for the tiny model's 256 tokens, as counted
+    assert outcome.error_code == CONTEXT_LENGTH_EXCEEDED
+    assert outcome.error.startswith(f"prompt of {len(tiny.tokenizer.encode(expected))} tokens")
+    none = replace(offered, tool_choice="none")
+    outcome, _ = generate(tiny, none)
+    assert outcome.usage["prompt_tokens"] == len(tiny.tokenizer.encode(transcript(chat)))
 
 
 def test_a_prompt_that_fits_but_leaves_little_room_ends_by_length(tiny):
@@ -238,3 +263,4 @@ def test_a_worker_node_serves_a_job_with_the_mlx_backend_through_the_broker(ctx,
                                      seed=c["seed"])[0].text
     peer = next(p for p in status["peers"] if p["name"] == "mac-1")
     assert peer["profile"]["backend"] == "mlx" and peer["profile"]["model"] == "tiny-llama"
+    assert peer["profile"]["n_ctx"] == CONTEXT  # the context the slot's model really has

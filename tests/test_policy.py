@@ -1,8 +1,9 @@
-"""The worker's policy over a table of machines: backend, GPU layers, split, instances,
-threads and seed variation, each with the reason a user reads in --print-profile."""
+"""The worker's policy over a table of machines: backend, context, GPU layers, split,
+instances, threads and seed variation, each with the reason a user reads in --print-profile."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,8 +11,9 @@ import pytest
 from common.errors import ConfigError
 from common.hardware import Gpu, Hardware
 from worker.gguf_info import ModelInfo
-from worker.policy import (AUTO, Requested, choose_backend, choose_gpu_layers, choose_instances,
-                           choose_tensor_split, choose_threads, parse_auto_int, plan)
+from worker.policy import (AUTO, MIN_AUTO_CTX, Requested, choose_backend, choose_gpu_layers,
+                           choose_instances, choose_n_ctx, choose_tensor_split, choose_threads,
+                           parse_auto_int, plan)
 
 GiB = 1 << 30
 
@@ -50,33 +52,34 @@ PHONE = Hardware(os="Linux", arch="aarch64", platform="android", termux=True,
 CPU2 = linux(cores=2, ram_gb=4, offload=False)
 CPU32 = linux(cores=32, ram_gb=128, offload=False)
 
-# machine, model, backend, gpu layers, instances, threads, seed variation, reason words
+# machine, model, backend, context, gpu layers, instances, threads, seed variation, reason words
 TABLE = {
-    "cuda box, two unequal GPUs": (CUDA2, GEMMA, "llama.cpp", -1, 4, 4, True, "all 19 layers"),
-    "8 GB GPU, 13 GB model": (SMALL_GPU, BIG, "llama.cpp", 17, 1, 8, True, "17 of 41 layers"),
-    "8 GB GPU, small model": (SMALL_GPU, GEMMA, "llama.cpp", -1, 2, 4, True, "all 19"),
-    "old GPU, cc 3.7": (OLD_GPU, GEMMA, "llama.cpp", 0, 4, 4, True, "Tesla K80 3.7"),
-    "GPU, build without offload": (NO_OFFLOAD, GEMMA, "llama.cpp", 0, 4, 4, True,
+    "cuda box, two unequal GPUs": (CUDA2, GEMMA, "llama.cpp", 32768, -1, 4, 4, True, "all 19 layers"),
+    "8 GB GPU, 13 GB model": (SMALL_GPU, BIG, "llama.cpp", 4096, 15, 1, 8, True, "15 of 41 layers"),
+    "8 GB GPU, small model": (SMALL_GPU, GEMMA, "llama.cpp", 32768, -1, 2, 4, True, "all 19"),
+    "old GPU, cc 3.7": (OLD_GPU, GEMMA, "llama.cpp", 32768, 0, 4, 4, True, "Tesla K80 3.7"),
+    "GPU, build without offload": (NO_OFFLOAD, GEMMA, "llama.cpp", 32768, 0, 4, 4, True,
                                    "cannot offload"),
-    "Mac M2, GGUF": (MAC_M2, GEMMA, "llama.cpp", -1, 2, 4, True, "Metal"),
-    "Mac M2, MLX": (MAC_M2, MLX, "mlx", -1, 2, 4, True, "mlx"),
-    "Termux phone": (PHONE, GEMMA, "llama.cpp", 0, 1, 8, True, "Android"),
-    "CPU only, 2 cores": (CPU2, GEMMA, "llama.cpp", 0, 1, 2, True, "no GPU"),
-    "CPU only, 32 cores": (CPU32, GEMMA, "llama.cpp", 0, 8, 4, True, "no GPU"),
-    "CPU only, CUDA build": (linux(cores=4), GEMMA, "llama.cpp", 0, 1, 4, True, "no GPU"),
+    "Mac M2, GGUF": (MAC_M2, GEMMA, "llama.cpp", 32768, -1, 2, 4, True, "Metal"),
+    "Mac M2, MLX": (MAC_M2, MLX, "mlx", 32768, -1, 2, 4, True, "mlx"),
+    "Termux phone": (PHONE, GEMMA, "llama.cpp", 32768, 0, 1, 8, True, "Android"),
+    "CPU only, 2 cores": (CPU2, GEMMA, "llama.cpp", 4096, 0, 1, 2, True, "no GPU"),
+    "CPU only, 32 cores": (CPU32, GEMMA, "llama.cpp", 32768, 0, 8, 4, True, "no GPU"),
+    "CPU only, CUDA build": (linux(cores=4), GEMMA, "llama.cpp", 32768, 0, 1, 4, True, "no GPU"),
     "Mac, llama.cpp without Metal": (Hardware(**{**MAC_M2.to_map(), "gpus": (),
                                                "gpu_offload": False}),
-                                     GEMMA, "llama.cpp", 0, 2, 4, True, "cannot offload"),
+                                     GEMMA, "llama.cpp", 32768, 0, 2, 4, True, "cannot offload"),
 }
 
 
 @pytest.mark.parametrize("case", TABLE, ids=list(TABLE))
 def test_the_table(case):
-    hw, model, backend, layers, instances, threads, seeds, words = TABLE[case]
+    hw, model, backend, n_ctx, layers, instances, threads, seeds, words = TABLE[case]
     # Given a machine and a model; When everything is left to the policy
     p = plan(hw, model, Requested(), mlx_available=model.format == "mlx")
     # Then each decision is the expected one
     assert p.backend.value == backend
+    assert p.n_ctx.value == n_ctx
     assert p.gpu_layers.value == layers
     assert words in p.gpu_layers.reason
     assert p.instances.value == instances
@@ -199,13 +202,14 @@ def test_tensor_split_without_free_vram_reported():
 def test_the_plan_as_json_and_as_lines():
     p = plan(CUDA2, GEMMA, Requested())
     m = json.loads(json.dumps(p.to_map()))
-    assert set(m) == {"backend", "gpu_layers", "tensor_split", "instances", "threads",
+    assert set(m) == {"backend", "n_ctx", "gpu_layers", "tensor_split", "instances", "threads",
                       "seed_variation"}
     assert m["tensor_split"]["value"] == pytest.approx([2 / 3, 1 / 3])
     lines = p.lines()
-    assert lines[1].startswith("gpu_layers: -1 (all 19 layers: the 0.2 GB model")
-    assert "tensor_split: [0.67, 0.33]" in lines[2]
-    assert lines[5].startswith("seed_variation: on (a job's candidates go to the 4 instances")
+    assert lines[1].startswith("n_ctx: 32768 (the model's trained context: 1 x 1.6 GB fits")
+    assert lines[2].startswith("gpu_layers: -1 (all 19 layers: the 0.2 GB model")
+    assert "tensor_split: [0.67, 0.33]" in lines[3]
+    assert lines[6].startswith("seed_variation: on (a job's candidates go to the 4 instances")
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -217,6 +221,8 @@ def test_the_plan_as_json_and_as_lines():
     ({"threads": True}, "--threads must be"),
     ({"gpu_layers": "all"}, "--gpu-layers must be"),
     ({"n_ctx": -5}, "--n-ctx must be"),
+    ({"n_ctx": 1 << 30}, "--n-ctx must be auto or a whole number from 0 to 16777216"),
+    ({"n_ctx": "long"}, "--n-ctx must be"),
 ])
 def test_bad_requests_are_one_sentence(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -237,3 +243,79 @@ def test_parse_auto_int():
 def test_a_gpu_of_unknown_compute_capability_is_used():
     hw = linux(gpus=[Gpu(0, "NVIDIA mystery", 16384, 16000, "")])
     assert choose_gpu_layers(hw, GEMMA, AUTO, 2048, "llama.cpp").value == -1
+
+
+# -- the context window ------------------------------------------------------------------------
+def with_ram(available_mb: int, cores: int = 4) -> Hardware:
+    return Hardware(os="Linux", platform="linux", cores_physical=cores, cores_logical=cores,
+                    ram_total_mb=available_mb * 2, ram_available_mb=available_mb)
+
+
+def test_auto_context_is_the_trained_one_where_it_fits():
+    d = choose_n_ctx(CPU32, GEMMA, AUTO, AUTO, AUTO, "llama.cpp")
+    assert d.value == 32768
+    assert d.reason == ("the model's trained context: 1 x 1.6 GB fits in half the 76.8 GB of "
+                        "free RAM after headroom")
+
+
+def test_auto_context_is_capped_by_what_fits_in_half_the_room():
+    # Given 4.5 GB available: 2.5 GB after the 2 GB headroom, half of it for the context
+    hw = with_ram(4500)
+    d = choose_n_ctx(hw, GEMMA, AUTO, AUTO, AUTO, "llama.cpp")
+    # Then the longest context in whole thousands (1024) whose instance fits there, no longer
+    half = (4500 - 2048) / 2 * (1 << 20)
+    assert MIN_AUTO_CTX < d.value < GEMMA.context_length and d.value % 1024 == 0
+    assert GEMMA.need_bytes(d.value) <= half < GEMMA.need_bytes(d.value + 1024)
+    assert d.reason.startswith(f"{d.value} of the model's 32768 tokens: 1 x ")
+
+
+def test_instances_asked_for_share_the_room_for_contexts():
+    # Given 7 GB available: one instance takes the trained context
+    hw = with_ram(7000)
+    assert choose_n_ctx(hw, GEMMA, AUTO, AUTO, AUTO, "llama.cpp").value == 32768
+    # When --instances 2 is asked for; Then both contexts fit in the same half of the room
+    d = choose_n_ctx(hw, GEMMA, AUTO, 2, AUTO, "llama.cpp")
+    half = (7000 - 2048) / 2 * (1 << 20)
+    assert MIN_AUTO_CTX < d.value < 32768 and 2 * GEMMA.need_bytes(d.value) <= half
+    assert "2 x " in d.reason
+
+
+def test_auto_context_never_goes_below_the_floor_and_says_it_may_not_fit():
+    d = choose_n_ctx(with_ram(2500), GEMMA, AUTO, AUTO, AUTO, "llama.cpp")
+    assert d.value == MIN_AUTO_CTX and "may not fit" in d.reason
+    # a model trained on less than the floor keeps its own
+    short = dataclasses.replace(BIG, context_length=2048)
+    assert choose_n_ctx(with_ram(2500), short, AUTO, AUTO, AUTO, "llama.cpp").value == 2048
+
+
+def test_auto_context_counts_vram_where_layers_go_to_the_gpu():
+    # Given a GPU with 3 GB free beside 64 GB of RAM: the cache lives on the GPU
+    hw = linux(gpus=[Gpu(0, "NVIDIA T400", 4096, 3072, "7.5")])
+    d = choose_n_ctx(hw, GEMMA, AUTO, AUTO, AUTO, "llama.cpp")
+    assert d.value < 32768 and "of free VRAM" in d.reason
+    # and with no layers offloaded, RAM counts instead
+    ram = choose_n_ctx(hw, GEMMA, AUTO, AUTO, 0, "llama.cpp")
+    assert ram.value == 32768 and "of free RAM" in ram.reason
+
+
+def test_auto_context_where_memory_or_the_trained_context_is_unknown():
+    d = choose_n_ctx(Hardware(platform="linux"), GEMMA, AUTO, AUTO, AUTO, "llama.cpp")
+    assert d.value == 4096 and "available RAM unknown" in d.reason
+    unknown = ModelInfo(path="m.gguf", format="gguf", size_bytes=GiB, n_layers=8,
+                        context_length=0)
+    d = choose_n_ctx(CPU32, unknown, AUTO, AUTO, AUTO, "llama.cpp")
+    assert d.value == 4096 and "does not say" in d.reason
+
+
+def test_a_given_context_is_taken_and_0_is_the_trained_one():
+    d = choose_n_ctx(CPU2, GEMMA, 512, AUTO, AUTO, "llama.cpp")
+    assert (d.value, d.reason) == (512, "set by --n-ctx")
+    d = choose_n_ctx(CPU2, GEMMA, 0, AUTO, AUTO, "llama.cpp")
+    assert (d.value, d.reason) == (32768, "the model's trained context, set by --n-ctx 0")
+
+
+def test_the_chosen_context_sizes_the_gpu_layers_and_instances():
+    # Given a 13 GB model on an 8 GB GPU: a forced long context leaves room for fewer layers
+    short = plan(SMALL_GPU, BIG, Requested(n_ctx=1024))
+    long = plan(SMALL_GPU, BIG, Requested())
+    assert long.n_ctx.value == 4096 and short.gpu_layers.value > long.gpu_layers.value

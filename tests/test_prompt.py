@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from common.bodies import Sampling
-from worker.prompt import (AnswerFilter, LabelStripper, StopCutter, prompt_and_stops,
-                           stops_for_chat, strip_label, transcript)
+from common.tool_calls import check_tools, tools_prompt
+from worker.prompt import (AnswerFilter, LabelStripper, StopCutter, forced_call_schema,
+                           offer_tools, prompt_and_stops, stops_for_chat, strip_label,
+                           transcript)
 
 
 def stream(pieces: list[str]) -> tuple[list[str], str]:
@@ -107,3 +109,58 @@ def test_the_prompt_is_the_raw_text_or_the_transcript_with_its_turn_stops():
     assert prompt_and_stops(Sampling(prompt="Once", stop=("\n",))) == ("Once", ["\n"])
     text, stops = prompt_and_stops(Sampling(messages=({"role": "user", "content": "Hi"},)))
     assert text == "User: Hi\nAssistant:" and "\nUser:" in stops
+
+
+# -- tools offered in the prompt -----------------------------------------------------------------
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}}, "required": ["city"]}}}
+TIME = {"type": "function", "function": {"name": "get_time"}}
+ASK = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+def tools_sampling(**m) -> Sampling:
+    return Sampling.from_map({"tools": [WEATHER, TIME], **m})
+
+
+def test_tools_go_before_a_raw_prompt():
+    s = offer_tools(tools_sampling(prompt="Weather in Paris:"))
+    offer = tools_prompt(check_tools([WEATHER, TIME]))
+    assert s.prompt == f"{offer}\n\nWeather in Paris:"
+
+
+def test_tools_become_the_system_message_where_there_is_none():
+    s = offer_tools(tools_sampling(messages=ASK, tool_choice="required"))
+    offer = tools_prompt(check_tools([WEATHER, TIME]), "required")
+    assert s.messages == ({"role": "system", "content": offer}, *ASK)
+    text, _ = prompt_and_stops(s)
+    assert text.startswith("System: You can use these tools:\n{") and text.endswith(
+        "User: Weather in Paris?\nAssistant:")
+
+
+def test_tools_go_at_the_front_of_the_system_message():
+    s = offer_tools(tools_sampling(messages=[{"role": "system", "content": "Be brief."}, *ASK],
+                                   tool_name="get_weather"))
+    system = s.messages[0]["content"]
+    assert system.startswith("You can use these tools:") and system.endswith("\n\nBe brief.")
+    assert "You must call the tool 'get_weather' now." in system and '"get_time"' not in system
+    assert s.messages[1:] == tuple(ASK)
+
+
+@pytest.mark.parametrize("s", [
+    Sampling.from_map({"messages": ASK, "tools": [WEATHER], "tool_choice": "none"}),
+    Sampling.from_map({"prompt": "Hi"}),
+    Sampling.from_map({"messages": ASK, "tools": []}),
+], ids=["tool_choice none", "no tools", "an empty list of tools"])
+def test_no_tools_or_tool_choice_none_leave_the_prompt_alone(s):
+    assert offer_tools(s) == s and forced_call_schema(s) is None
+
+
+def test_a_call_is_forced_only_by_required_or_a_tool_name():
+    assert forced_call_schema(tools_sampling(messages=ASK)) is None
+    both = forced_call_schema(tools_sampling(messages=ASK, tool_choice="required"))
+    assert [o["properties"]["name"]["const"] for o in both["anyOf"]] == ["get_weather",
+                                                                        "get_time"]
+    one = forced_call_schema(tools_sampling(messages=ASK, tool_name="get_weather"))
+    assert one["properties"]["name"] == {"const": "get_weather"}
+    assert one["properties"]["arguments"]["required"] == ["city"]

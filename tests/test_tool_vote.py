@@ -9,7 +9,7 @@ import pytest
 from broker.tool_vote import MAX_CALL_CHARS, NoValidCall, Offer, count, read_calls
 from broker.voting import Answer
 from common.bodies import Sampling
-from common.tool_calls import MAX_LINE_TRIES, ToolCall, parse_tool_calls
+from common.tool_calls import MAX_JSON_STARTS, ToolCall, parse_tool_calls
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -145,4 +145,4 @@ def test_line_starts_tried_for_a_json_value_are_capped(monkeypatch):
     monkeypatch.setattr(json.JSONDecoder, "raw_decode", counting)
     assert parse_tool_calls("{oops\n" * 5000, {"get_weather"}) == ()
     # Then the reader gave up after a bounded number of tries, not one per line
-    assert len(tries) <= MAX_LINE_TRIES + 2  # json.loads of the whole text uses it too
+    assert len(tries) <= MAX_JSON_STARTS + 2  # json.loads of the whole text uses it too

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from common.bodies import ERROR_REQUEST, Outcome, Task
+from common.bodies import CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Outcome, Sampling, Task
 from common.errors import ModelError
 from worker.cpu_probe import extra_buffers_work
-from worker.prompt import AnswerFilter, prompt_and_stops
+from worker.prompt import AnswerFilter, forced_call_schema, offer_tools, prompt_and_stops
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ Emit = Callable[[str], None]
 class Backend(Protocol):
     name: str
     model: str
+    n_ctx: int  # the context window the model was loaded with, in tokens
 
     def generate(self, task: Task, emit: Emit, cancelled: threading.Event) -> Outcome: ...
 
@@ -80,13 +83,54 @@ def _extra_buffers(enabled: bool) -> Iterator[None]:
         lib.llama_model_default_params = default
 
 
+def call_grammar(llm: Any, schema: dict[str, Any]) -> Any:
+    """The LlamaGrammar of a JSON schema, or None (prompt only) where llama.cpp cannot take it.
+
+    The schema comes from a client: one that refers outside itself is not followed (the
+    converter would fetch the URL); the converter's own failures, of any type, mean no
+    grammar; and llama.cpp parses a grammar only when a request's sampler is built, where
+    one it rejects would crash: so it is parsed once here first, and freed."""
+    import llama_cpp
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+    if not _self_contained(schema):
+        log.warning("tool call not constrained: its schema refers to another document")
+        return None
+    try:
+        gbnf = json_schema_to_gbnf(json.dumps(schema))
+    except Exception as e:  # noqa: BLE001 - third-party code over a client's schema
+        log.warning("tool call not constrained: its schema makes no grammar (%s)", e)
+        return None
+    probe = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode(), b"root")
+    if not probe:
+        log.warning("tool call not constrained: llama.cpp rejects the grammar of its schema")
+        return None
+    llama_cpp.llama_sampler_free(probe)
+    return LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+def _self_contained(schema: Any) -> bool:
+    """No "$ref" in the schema points outside it (only "#/..." refs)."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if ref is not None and not (isinstance(ref, str) and ref.startswith("#")):
+                return False
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return True
+
+
 # llama-cpp-python's own check, for prompts we cannot count (a GGUF chat template formats them)
 _CONTEXT_ERROR = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
 
 def too_long(task: Task, prompt_tokens: int, n_ctx: int) -> Outcome:
     return Outcome(task.job, task.cand, error=f"prompt of {prompt_tokens} tokens does not fit "
-                   f"the context window of {n_ctx} tokens", error_kind=ERROR_REQUEST)
+                   f"the context window of {n_ctx} tokens", error_kind=ERROR_REQUEST,
+                   error_code=CONTEXT_LENGTH_EXCEEDED)
 
 
 class Collector:
@@ -166,6 +210,7 @@ class LlamaCppBackend:
 
     def generate(self, task: Task, emit: Emit, cancelled: threading.Event) -> Outcome:
         start = time.perf_counter()
+        task = replace(task, sampling=offer_tools(task.sampling))
         prompt_tokens = self._prompt_tokens(task)
         if prompt_tokens >= self.n_ctx:
             return too_long(task, prompt_tokens, self.n_ctx)
@@ -214,10 +259,15 @@ class LlamaCppBackend:
         prompt = prompt_and_stops(task.sampling)[0]
         return len(self.llm.tokenize(prompt.encode(), add_bos=True, special=True))
 
+    def _grammar(self, sampling: Sampling) -> Any:
+        """A llama.cpp grammar that only a valid call matches, where a call is forced."""
+        schema = forced_call_schema(sampling)
+        return None if schema is None else call_grammar(self.llm, schema)
+
     def _stream(self, task: Task) -> Iterator[tuple[str, str | None]]:
         s = task.sampling
-        common = dict(max_tokens=s.max_tokens, temperature=s.temperature, seed=task.seed,
-                      stream=True)
+        common = dict(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+                      seed=task.seed, stream=True, grammar=self._grammar(s))
         if s.messages is not None and self.has_template:
             stream = self.llm.create_chat_completion(messages=list(s.messages),
                                                      stop=list(s.stop) or None, **common)

@@ -15,7 +15,7 @@ from common import frames as F
 from common import logs
 from common.cli_types import BROKER_ENV, connect_endpoint, mdns_options, seconds, version_option
 from common.errors import ConfigError, SwarmError
-from common.profile import MAX_HEARTBEAT_S, default_name
+from common.profile import MAX_CTX, MAX_HEARTBEAT_S, default_name
 from common.runner import run_until_signalled
 from worker.launch import load, prepare
 from worker.node import WorkerNode, node_profile
@@ -55,8 +55,9 @@ def _auto_int(lo: int, hi: int | None = None):
 @click.option("--seed-variation/--no-seed-variation", default=None,
               help="Let a slot take more than one candidate of a job, with distinct seeds "
                    "[default: on where one instance fits or memory is unified].")
-@click.option("--n-ctx", type=click.IntRange(0), default=2048, show_default=True,
-              help="Context length per instance (0: the model's trained context).")
+@click.option("--n-ctx", default=AUTO, show_default=True, callback=_auto_int(0, MAX_CTX),
+              help="Context length per instance in tokens (0: the model's trained context; "
+                   "auto: that, capped by what fits in memory).")
 @click.option("--timeout-hint-s", type=seconds(), default=None,
               help="Per-candidate timeout this worker asks the broker for.")
 @click.option("--heartbeat-s", type=seconds(hi=MAX_HEARTBEAT_S), default=F.DEFAULT_HEARTBEAT_S,

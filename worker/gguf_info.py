@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ModelError
+from common.profile import MAX_CTX
 from worker import gguf_constants
 from worker.gguf_header import Array, BadHeader, Header, Truncated
 
@@ -68,6 +69,16 @@ class ModelInfo:
     def need_bytes(self, n_ctx: int) -> int:
         """One whole instance, on a GPU or in RAM: weights, KV cache and compute buffers."""
         return self.size_bytes + self.kv_bytes(n_ctx) + self.compute_bytes(n_ctx)
+
+    def context_for(self, room_bytes: float) -> int:
+        """The longest context (tokens) one whole instance fits in `room_bytes` with; 0: none.
+
+        The need grows linearly with the context (cache and attention scores), so two
+        points of it give its base and its cost per token."""
+        base, slope = self.need_bytes(1024), (self.need_bytes(2048) - self.need_bytes(1024)) / 1024
+        if slope <= 0:  # nothing known grows with the context
+            return MAX_CTX if room_bytes >= base else 0
+        return min(MAX_CTX, max(0, int((room_bytes - base) / slope) + 1024))
 
     def layer_need_bytes(self, n_ctx: int) -> int:
         """One offloaded layer: its weights and its share of the KV cache."""

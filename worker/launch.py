@@ -29,11 +29,15 @@ class Setup:
     hardware: Hardware
     model: ModelInfo
     plan: Plan
-    n_ctx: int
 
     @property
     def path(self) -> Path:
         return Path(self.model.path)
+
+    @property
+    def n_ctx(self) -> int:
+        """The context each instance loads with (0: the model's own, where it says none)."""
+        return self.plan.n_ctx.value
 
     def to_map(self) -> dict[str, Any]:
         """What `--print-profile --json` prints."""
@@ -61,7 +65,7 @@ def prepare(model_path: str | None, requested: Requested, progress: bool = True)
     path = resolve_model(model_path, progress=progress, android=hardware.platform == "android")
     info = read_model_info(path)
     chosen = plan(hardware, info, requested, mlx_available=mlx_available())
-    return Setup(hardware, info, chosen, requested.n_ctx)
+    return Setup(hardware, info, chosen)
 
 
 def load(setup: Setup) -> list[Backend]:

@@ -15,13 +15,14 @@ import importlib.util
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from common.bodies import ERROR_REQUEST, Outcome, Task
 from common.errors import ModelError
 from worker.backend import Collector, Emit, finished, too_long
-from worker.prompt import AnswerFilter, prompt_and_stops
+from worker.prompt import AnswerFilter, offer_tools, prompt_and_stops
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class MlxBackend:
 
     def generate(self, task: Task, emit: Emit, cancelled: threading.Event) -> Outcome:
         start = time.perf_counter()
+        task = replace(task, sampling=offer_tools(task.sampling))  # no grammar: prompt only
         try:
             tokens, stops = self._prompt(task)
         except ValueError as e:
@@ -108,7 +110,8 @@ class MlxBackend:
         finish, completion = "length", 0
         stream = self.mlx_lm.stream_generate(
             self.llm, self.tokenizer, tokens, max_tokens=min(s.max_tokens, self.n_ctx - len(tokens)),
-            sampler=self._sampler(s.temperature, task.seed), prompt_progress_callback=check_cancel)
+            sampler=self._sampler(s.temperature, s.top_p, task.seed),
+            prompt_progress_callback=check_cancel)
         with contextlib.closing(stream):
             for step in stream:
                 # mlx-lm's last step repeats the end-of-text token it counted: not part of the answer
@@ -124,10 +127,11 @@ class MlxBackend:
             emit(rest)
         return finish, completion
 
-    def _sampler(self, temperature: float, seed: int):
-        """Greedy at temperature 0; otherwise categorical sampling on this request's own key."""
-        if temperature == 0:
-            from mlx_lm.sample_utils import make_sampler
+    def _sampler(self, temperature: float, top_p: float, seed: int):
+        """Greedy at temperature 0 (or top_p 0); otherwise categorical sampling on this
+        request's own key, from the smallest set of tokens whose probability reaches top_p."""
+        from mlx_lm.sample_utils import apply_top_p, make_sampler
+        if temperature == 0 or top_p == 0:
             return make_sampler(temp=0.0)
         mx = self.mx
         key = mx.random.key((seed + self.seed_base) % SEED_MODULUS)
@@ -135,6 +139,8 @@ class MlxBackend:
 
         def sample(logprobs):
             nonlocal key
+            if top_p < 1.0:
+                logprobs = apply_top_p(logprobs, top_p)
             key, draw = mx.random.split(key)
             return mx.random.categorical(logprobs * scale, key=draw)
 

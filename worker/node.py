@@ -41,6 +41,12 @@ def node_profile(name: str, backend: Backend, slots: int, seed_variation: bool,
     )
 
 
+def slot_profile(profile: WorkerProfile, slot: int, backend: Backend) -> WorkerProfile:
+    """The node's profile for one slot: its index, and the context its model really loaded."""
+    n_ctx = getattr(backend, "n_ctx", 0)  # a backend that cannot say reports 0: unknown
+    return replace(profile, slot=slot, n_ctx=n_ctx if isinstance(n_ctx, int) else 0)
+
+
 def _basic_hardware() -> Hardware:
     return Hardware(cores_logical=psutil.cpu_count() or 0,
                     ram_total_mb=psutil.virtual_memory().total >> 20)
@@ -67,7 +73,7 @@ class WorkerNode:
                 log.warning("no mDNS to find the broker with; trying %s (--broker chooses one)",
                             where)
                 config = replace(config, broker=where)
-            self.sessions = [WorkerSession(self.ctx, config, replace(self.profile, slot=i), b)
+            self.sessions = [WorkerSession(self.ctx, config, slot_profile(self.profile, i, b), b)
                              for i, b in enumerate(self.backends)]
             log.info("worker %s: %d slot(s) serving %s", self.profile.name, len(self.sessions),
                      where)

@@ -14,17 +14,16 @@ from typing import Any
 from common.errors import ConfigError
 from common.hardware import Gpu, Hardware
 from worker.gguf_info import ModelInfo
+from worker.memory import MIN_CAPABILITY, android, gpu_headroom_mb, room_mb, usable_gpus
+# the CLIs and tests take these from here too
+from worker.requested import AUTO, BACKENDS, Requested, parse_auto_int  # noqa: F401
 
-AUTO = "auto"
-BACKENDS = (AUTO, "llama.cpp", "mlx")
-MIN_CAPABILITY = 5.0          # llama.cpp's CUDA build needs Maxwell or newer
-GPU_HEADROOM_MB = 1024        # kept free on each GPU: max(1 GB, 10% of its free VRAM)
-GPU_HEADROOM_SHARE = 0.10
-RAM_HEADROOM_MB = 2048        # kept free in RAM: max(2 GB, 20% of the available RAM)
-RAM_HEADROOM_SHARE = 0.20
 CORES_PER_INSTANCE = 4
 MAX_INSTANCES = 8
-MAX_REQUESTED_INSTANCES = 64
+FALLBACK_CTX = 4096           # tokens, where the model's header does not say its trained context
+MIN_AUTO_CTX = 4096           # auto plans at least this (or the trained context, if shorter)
+CTX_ROOM_SHARE = 0.5          # all instances' contexts take at most half the room after headroom
+CTX_STEP = 1024
 _MB = 1 << 20
 
 
@@ -35,31 +34,9 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
-class Requested:
-    """What the flags asked for; "auto" (or None) leaves the choice to the policy."""
-
-    backend: str = AUTO
-    gpu_layers: int | str | None = AUTO      # -1: all
-    instances: int | str | None = AUTO
-    threads: int | str | None = AUTO
-    seed_variation: bool | None = None
-    n_ctx: int = 2048                        # 0: the model's trained context
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, not "
-                              f"{self.backend!r}")
-        _check("--gpu-layers", self.gpu_layers, -1)
-        _check("--instances", self.instances, 1, MAX_REQUESTED_INSTANCES)
-        _check("--threads", self.threads, 1)
-        _check("--n-ctx", self.n_ctx, 0)
-        if self.seed_variation not in (True, False, None):
-            raise ConfigError("--seed-variation must be on, off or automatic")
-
-
-@dataclass(frozen=True, slots=True)
 class Plan:
     backend: Decision
+    n_ctx: Decision
     gpu_layers: Decision
     tensor_split: Decision
     instances: Decision
@@ -83,24 +60,14 @@ class Plan:
 def plan(hw: Hardware, model: ModelInfo, req: Requested, mlx_available: bool = False) -> Plan:
     """Every decision, each from the ones before it."""
     backend = choose_backend(hw, model, req.backend, mlx_available)
-    layers = choose_gpu_layers(hw, model, req.gpu_layers, req.n_ctx, backend.value)
+    n_ctx = choose_n_ctx(hw, model, req.n_ctx, req.instances, req.gpu_layers, backend.value)
+    layers = choose_gpu_layers(hw, model, req.gpu_layers, n_ctx.value, backend.value)
     split = choose_tensor_split(hw, layers.value, backend.value)
-    instances = choose_instances(hw, model, req.instances, req.n_ctx, layers.value, backend.value)
+    instances = choose_instances(hw, model, req.instances, n_ctx.value, layers.value,
+                                 backend.value)
     threads = choose_threads(hw, req.threads, instances.value)
     seeds = choose_seed_variation(hw, req.seed_variation, instances.value)
-    return Plan(backend, layers, split, instances, threads, seeds)
-
-
-def parse_auto_int(text: str, flag: str, lo: int, hi: int | None = None) -> int | str:
-    """A flag's "auto" or a whole number in [lo, hi]; ConfigError in one sentence otherwise."""
-    if text.strip().lower() == AUTO:
-        return AUTO
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"{flag} must be auto or a whole number, not {text!r}") from None
-    _check(flag, value, lo, hi)
-    return value
+    return Plan(backend, n_ctx, layers, split, instances, threads, seeds)
 
 
 def choose_backend(hw: Hardware, model: ModelInfo, requested: str,
@@ -129,6 +96,39 @@ def choose_backend(hw: Hardware, model: ModelInfo, requested: str,
     return Decision("llama.cpp", "the model is a GGUF file (mlx takes an MLX directory)")
 
 
+def choose_n_ctx(hw: Hardware, model: ModelInfo, requested: int | str | None,
+                 instances: int | str | None, gpu_layers: int | str | None,
+                 backend: str) -> Decision:
+    """Tokens of context per instance: the model's trained context, capped by memory.
+
+    The room is the free VRAM where layers go to a GPU, else the available RAM, after the
+    usual headroom; the contexts of all instances (1 unless --instances says) take at most
+    half of it, the rest staying free for more instances and for what the estimate misses.
+    """
+    trained = model.context_length
+    if requested == 0:
+        return Decision(trained, "the model's trained context, set by --n-ctx 0" if trained
+                        else "the model's trained context (unknown here), set by --n-ctx 0")
+    if _given(requested):
+        return Decision(requested, "set by --n-ctx")
+    if not trained:
+        return Decision(FALLBACK_CTX, "the model's header does not say its trained context")
+    room, where = room_mb(hw, backend, gpu_layers)
+    if room is None:
+        n = min(trained, FALLBACK_CTX)
+        return Decision(n, f"{n} of the model's {trained} tokens: available RAM unknown")
+    copies = instances if _given(instances) else 1
+    half = max(0.0, room) * CTX_ROOM_SHARE
+    fits = model.context_for(half / copies * _MB) // CTX_STEP * CTX_STEP
+    n = min(trained, max(fits, MIN_AUTO_CTX))
+    need = f"{copies} x {_gb(model.need_bytes(n) / _MB)}"
+    where = f"half the {_gb(half * 2)} of free {where} after headroom"
+    what = "the model's trained context" if n == trained else f"{n} of the model's {trained} tokens"
+    if n <= fits:
+        return Decision(n, f"{what}: {need} fits in {where}")
+    return Decision(n, f"{what}, though {need} may not fit in {where}")
+
+
 def choose_gpu_layers(hw: Hardware, model: ModelInfo, requested: int | str | None, n_ctx: int,
                       backend: str) -> Decision:
     """-1 (all) where the model fits on the GPU, as many layers as fit, or 0 and why not."""
@@ -138,7 +138,7 @@ def choose_gpu_layers(hw: Hardware, model: ModelInfo, requested: int | str | Non
         if hw.apple_silicon:
             return Decision(-1, "all: mlx runs the whole model on the GPU, in unified memory")
         return Decision(0, "none: mlx runs on the CPU here")
-    if _android(hw):
+    if android(hw):
         return Decision(0, "none: llama.cpp runs on the CPU on Android")
     if not hw.gpus and not hw.apple_silicon:
         return Decision(0, "none: no GPU found, CPU only")
@@ -190,17 +190,13 @@ def choose_instances(hw: Hardware, model: ModelInfo, requested: int | str | None
     """How many copies fit in memory, capped by cores (4 each) and at 8; 1 on Android."""
     if _given(requested):
         return Decision(requested, "set by --instances")
-    if _android(hw):
+    if android(hw):
         return Decision(1, "one instance on Android")
-    gpus = usable_gpus(hw)
-    if backend == "llama.cpp" and gpu_layers != 0 and gpus and not hw.unified_memory:
-        room, where = sum(g.vram_free_mb for g in gpus) - gpu_headroom_mb(gpus), "VRAM"
-        each = _gpu_share_mb(model, n_ctx, gpu_layers)
-    elif not hw.ram_available_mb:
+    room, where = room_mb(hw, backend, gpu_layers)
+    if room is None:
         return Decision(1, "one instance: available RAM unknown")
-    else:
-        room, where = hw.ram_available_mb - ram_headroom_mb(hw), "RAM"
-        each = model.need_bytes(n_ctx) / _MB
+    each = (_gpu_share_mb(model, n_ctx, gpu_layers) if where == "VRAM"
+            else model.need_bytes(n_ctx) / _MB)
     fit = int(room // each) if room > 0 else 0
     if fit < 1:
         return Decision(1, f"one instance, though its {_gb(each)} may not fit in the "
@@ -247,40 +243,14 @@ def choose_seed_variation(hw: Hardware, requested: bool | None, instances: int) 
                           "takes a second one only when they are all busy with it")
 
 
-def usable_gpus(hw: Hardware) -> tuple[Gpu, ...]:
-    """GPUs llama.cpp's CUDA build can use: compute capability 5.0 or above (or unknown)."""
-    return tuple(g for g in hw.gpus if g.capability is None or g.capability >= MIN_CAPABILITY)
-
-
-def gpu_headroom_mb(gpus: tuple[Gpu, ...]) -> float:
-    return sum(max(GPU_HEADROOM_MB, GPU_HEADROOM_SHARE * g.vram_free_mb) for g in gpus)
-
-
-def ram_headroom_mb(hw: Hardware) -> float:
-    return max(RAM_HEADROOM_MB, RAM_HEADROOM_SHARE * hw.ram_available_mb)
-
-
 def _gpu_share_mb(model: ModelInfo, n_ctx: int, gpu_layers: int) -> float:
     if gpu_layers < 0 or gpu_layers >= model.offload_layers:
         return model.need_bytes(n_ctx) / _MB
     return (gpu_layers * model.layer_need_bytes(n_ctx) + model.compute_bytes(n_ctx)) / _MB
 
 
-def _check(flag: str, value: Any, lo: int, hi: int | None = None) -> None:
-    if value is None or value == AUTO:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo \
-            or (hi is not None and value > hi):
-        span = f"from {lo} to {hi}" if hi is not None else f"at least {lo}"
-        raise ConfigError(f"{flag} must be auto or a whole number {span}, not {value!r}")
-
-
 def _given(requested: Any) -> bool:
     return requested is not None and requested != AUTO
-
-
-def _android(hw: Hardware) -> bool:
-    return hw.platform == "android" or hw.termux
 
 
 def _cores(hw: Hardware) -> int:

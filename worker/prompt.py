@@ -7,13 +7,21 @@ So generation stops at any role label that starts a line, and `LabelStripper` dr
 label the answer itself starts with ("Assistant: Paris" -> "Paris"), also when the label
 arrives split over streamed pieces. `AnswerFilter` puts both together with the request's
 own stop strings, for a backend that cuts stop strings itself (mlx-lm does not).
+
+Tools are offered as text (common/tool_calls.py), the same way for every backend and
+template: `offer_tools` puts them at the front of the system message, or before a raw
+prompt; `forced_call_schema` is the JSON schema of a call the answer must make, for a
+backend that can constrain its output to it (llama.cpp's grammars).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 from common.bodies import Sampling
+from common.tool_calls import calls_schema, tools_prompt
 
 ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 # labels base models invent for the two sides of a dialogue
@@ -38,6 +46,34 @@ def prompt_and_stops(sampling: Sampling) -> tuple[str, list[str]]:
     if sampling.prompt is not None:
         return sampling.prompt, list(sampling.stop)
     return transcript(sampling.messages or ()), stops_for_chat(sampling.stop)
+
+
+def offer_tools(sampling: Sampling) -> Sampling:
+    """The sampling with its tools offered in the prompt; as it was where none are (or
+    tool_choice is "none"). Chat: merged into the front of the system message (one is
+    added first where there is none); a raw prompt: put before it."""
+    if not sampling.calls_tools:
+        return sampling
+    offer = tools_prompt(sampling.tools or (), sampling.tool_choice, sampling.tool_name)
+    if sampling.prompt is not None:
+        return replace(sampling, prompt=f"{offer}\n\n{sampling.prompt}")
+    messages = list(sampling.messages or ())
+    if messages and messages[0]["role"] == "system":
+        system = "\n\n".join(filter(None, (offer, messages[0]["content"].strip())))
+        messages[0] = {**messages[0], "content": system}
+    else:
+        messages.insert(0, {"role": "system", "content": offer})
+    return replace(sampling, messages=tuple(messages))
+
+
+def forced_call_schema(sampling: Sampling) -> dict[str, Any] | None:
+    """The JSON schema only a valid call satisfies, where the answer must be a call
+    (tool_choice "required", or a tool_name); None where it may be text."""
+    if not sampling.calls_tools:
+        return None
+    if sampling.tool_choice != "required" and sampling.tool_name is None:
+        return None
+    return calls_schema(sampling.tools or (), sampling.tool_name)
 
 
 def strip_label(text: str) -> str:
