@@ -41,12 +41,12 @@ def test_the_user_stops_are_kept_once_after_the_turn_stops():
     ("Assistant: Assistant: Red, green and blue.", "Red, green and blue."),
     (" Customer: I want red.", "I want red."),
     ("A: 42", "42"),
-    (" Paris", " Paris"),                      # no label: the text is untouched
-    (" A red apple.", " A red apple."),        # "A" is a label only with its colon
-    (" AI is a field of study.", " AI is a field of study."),
+    (" Paris", "Paris"),                       # no label: only the leading blank goes
+    (" A red apple.", "A red apple."),         # "A" is a label only with its colon
+    (" AI is a field of study.", "AI is a field of study."),
     ("Red, blue.\nUser: thanks", "Red, blue.\nUser: thanks"),  # later lines: the stops' job
     ("Assistant:", ""),
-    (" Assis", " Assis"),                      # never became a label: given back at the end
+    (" Assis", "Assis"),                       # never became a label: given back at the end
 ])
 def test_a_leading_label_is_stripped_and_nothing_else(text, answer):
     assert strip_label(text) == answer
@@ -60,14 +60,14 @@ def test_a_label_split_over_streamed_pieces_is_stripped():
 
 def test_only_what_could_still_be_a_label_is_held_back():
     out, text = stream([" A", " red", " apple"])
-    assert out == ["", " A red", " apple"] and text == " A red apple"
+    assert out == ["", "A red", " apple"] and text == "A red apple"
     out, _ = stream([" Paris", " is", " big"])
-    assert out == [" Paris", " is", " big"]  # plain answers stream with no delay
+    assert out == ["Paris", " is", " big"]  # plain answers stream with no delay
 
 
 def test_after_the_answer_starts_a_label_passes_through():
     out, text = stream([" Hi", " Assistant: hi"])
-    assert text == " Hi Assistant: hi"
+    assert text == "Hi Assistant: hi"
 
 
 def cut(stops: list[str], pieces: list[str]) -> tuple[list[str], str, bool]:

@@ -83,7 +83,8 @@ def strip_label(text: str) -> str:
 
 
 class LabelStripper:
-    """Streams an answer on, minus any role labels at its start.
+    """Streams an answer on, minus any role labels and blanks at its start (the transcript
+    ends in "Assistant:", so the answer's first token starts with the space after it).
 
     `feed` returns the text that is safe to pass on now; it holds back only the head that
     could still become a label ("Assis", or the blanks after "Assistant:").
@@ -92,7 +93,6 @@ class LabelStripper:
     def __init__(self) -> None:
         self._head = ""     # held back: the answer so far, while it may be a label
         self._done = False  # the answer has started: everything passes straight through
-        self._stripped = False  # a label was dropped: the blanks after it go too
 
     def feed(self, piece: str) -> str:
         if self._done:
@@ -103,7 +103,7 @@ class LabelStripper:
             label = next((h for h in _HEADS if body.startswith(h)), None)
             if label is None:
                 break
-            self._head, self._stripped = body[len(label):], True
+            self._head = body[len(label):]
         body = self._head.lstrip()
         if not body or any(h.startswith(body) for h in _HEADS):
             return ""  # still undecided: blanks, or the start of a label
@@ -113,7 +113,7 @@ class LabelStripper:
     def finish(self) -> str:
         """What is still held back when the answer ends (it never became a label)."""
         head, self._head, self._done = self._head, "", True
-        return head.lstrip() if self._stripped else head
+        return head.lstrip()
 
 
 class StopCutter:
