@@ -76,8 +76,9 @@ def completion_request(body: Any) -> ApiRequest:
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise bad("field 'prompt' must be a string (one prompt per request)", "prompt")
-    for name in ("echo", "suffix", "best_of"):
-        if body.get(name) not in (None, False, 1, ""):
+    for name, harmless in (("echo", False), ("suffix", ""), ("best_of", 1)):
+        value = body.get(name)  # True == 1 in Python: the type must match too
+        if value is not None and (type(value) is not type(harmless) or value != harmless):
             raise bad(f"field '{name}' is not supported", name)
     return _request(body, {"prompt": prompt}, chat=False)
 

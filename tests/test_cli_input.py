@@ -153,3 +153,28 @@ def test_peers_says_no_workers(fake):
     r = cli("swarm-ask", "--broker", fake.endpoint, "--peers")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "no workers"
+
+
+@pytest.mark.parametrize("value", ["7580", "host:", ":80", "127.0.0.1:70000", "h:port"])
+def test_broker_refuses_a_bad_http_address(value):
+    assert_usage_error(cli("swarm-broker", "--http", value), "--http", value)
+
+
+@pytest.mark.parametrize("http, key, warned", [
+    ("0.0.0.0:7580", None, True), ("192.0.2.7:7580", None, True),
+    ("0.0.0.0:7580", "k", False), ("127.0.0.1:7580", None, False),
+    ("localhost:7580", None, False), ("[::1]:7580", None, False), ("off", None, False),
+])
+def test_the_broker_warns_when_its_api_is_open_beyond_loopback_without_a_key(
+        monkeypatch, caplog, http, key, warned):
+    """Nothing binds: the broker's socket and its serving loop are stood in for."""
+    from click.testing import CliRunner
+
+    import broker.cli
+    from broker.server import Broker
+    monkeypatch.setattr(Broker, "bind", lambda self: "tcp://127.0.0.1:1")
+    monkeypatch.setattr(broker.cli, "run_until_signalled", lambda coro: coro.close())
+    args = ["--http", http, "--no-mdns"] + (["--api-key", key] if key else [])
+    r = CliRunner().invoke(broker.cli.main, args, env={"SWARM_API_KEY": ""})
+    assert r.exit_code == 0, r.output
+    assert any("without an API key" in rec.getMessage() for rec in caplog.records) == warned

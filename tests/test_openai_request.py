@@ -1,0 +1,112 @@
+"""OpenAI bodies to Swarm jobs and FINALs to OpenAI replies: the pure translation (issue 7)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from broker import openai_reply as R
+from broker.openai_request import ApiError, chat_request, completion_request
+from common.tool_calls import calls_key, parse_tool_calls
+
+USER = {"role": "user", "content": "Weather in Paris?"}
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+def test_the_tool_history_becomes_messages_the_model_can_read():
+    api = chat_request({"model": "swarm", "tools": [WEATHER], "messages": [
+        {"role": "developer", "content": "Be brief."}, USER,
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "Sunny"}]}]})
+    msgs = api.job.sampling.messages
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "tool"]
+    # the assistant's call is written the way the model is asked to call, and reads back
+    (call,) = parse_tool_calls(msgs[2]["content"], {"get_weather"})
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
+    assert msgs[3]["content"] == "Result of get_weather: Sunny"
+
+
+def test_the_knobs_reach_the_job():
+    api = chat_request({"model": "gemma", "messages": [USER], "max_completion_tokens": 7,
+                        "temperature": 0.2, "top_p": 0.5, "seed": 2**40 + 5, "stop": "\n",
+                        "n": 4, "stream": True, "stream_options": {"include_usage": True},
+                        "user": "ignored", "parallel_tool_calls": True,
+                        "swarm": {"candidates": 2, "strategy": "majority", "timeout_s": 9}})
+    s, job = api.job.sampling, api.job
+    assert (s.max_tokens, s.temperature, s.top_p, s.stop) == (7, 0.2, 0.5, ("\n",))
+    assert job.seed == (2**40 + 5) % 2**31 and job.model == "gemma"
+    assert job.candidates == 4  # n choices need n candidates
+    assert (job.strategy, job.timeout_s, job.stream) == ("majority", 9, "winner")
+    assert api.stream and api.include_usage and api.n == 4
+
+
+def test_first_streams_live_and_a_forced_function_names_its_tool():
+    api = chat_request({"messages": [USER], "stream": True, "swarm": {"strategy": "first"},
+                        "tools": [WEATHER], "tool_choice": {"type": "function",
+                                                            "function": {"name": "get_weather"}}})
+    assert api.job.stream == "live" and api.model == "swarm"
+    assert api.job.sampling.tool_name == "get_weather" and api.job.sampling.tool_choice == "required"
+    with pytest.raises(ApiError, match="not among the tools"):
+        chat_request({"messages": [USER], "tools": [WEATHER],
+                      "tool_choice": {"type": "function", "function": {"name": "rm"}}})
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"prompt": ["a", "b"]}, "prompt"),
+    ({"prompt": "a", "echo": True}, "echo"),
+    ({"prompt": "a", "presence_penalty": 1}, "presence_penalty"),
+    ({"prompt": "a", "response_format": {"type": "json_object"}}, "response_format"),
+    ({"prompt": "a", "swarm": {"votes": 3}}, "swarm"),
+    ({"prompt": "a", "model": ""}, "model"),
+    ({"prompt": "a", "stream": "yes"}, "stream"),
+])
+def test_what_cannot_be_honoured_is_a_400_naming_it(body, field):
+    with pytest.raises(ApiError) as err:
+        completion_request(body)
+    assert err.value.status == 400 and err.value.param == field
+
+
+def final(*cands, winner=0, votes=None, **extra):
+    return {"job": "j1", "strategy": "majority", "winner": {"cand": winner, "peer": "p0"},
+            "candidates": [{"cand": i, "peer": f"p{i}", "ok": True, "tokens": 3, **c}
+                           for i, c in enumerate(cands)],
+            "votes": votes or {}, "usage": {"prompt_tokens": 10}, **extra}
+
+
+def test_n_choices_are_the_best_voted_and_a_call_never_stays_in_the_content():
+    call = [{"name": "get_weather", "arguments": '{"city":"Paris"}'}]
+    api = chat_request({"messages": [USER], "n": 2})
+    body = R.completion(api, final({"text": "a"}, {"text": "{...}", "tool_calls": call},
+                                   {"text": "c"}, winner=1,
+                                   votes={"0": 0.2, "1": 0.9, "2": 0.5}), created=1)
+    first, second = body["choices"]
+    assert first["message"] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_j1_1_0", "type": "function", "function": call[0]}]}
+    assert first["finish_reason"] == "tool_calls"
+    assert second["message"]["content"] == "c"  # next best by vote
+    assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 6, "total_tokens": 16}
+
+
+@pytest.mark.parametrize("failure, status, code", [
+    ({"error": "all 2 candidates failed: x", "error_code": "context_length_exceeded"}, 400,
+     "context_length_exceeded"),
+    ({"error": "all 1 candidates failed: job deadline reached",
+      "candidates": [{"cand": 0, "error": "job deadline reached"}]}, 504, "deadline_exceeded"),
+    ({"error": "no live worker serves model 'x'"}, 404, "model_not_found"),
+    ({"error": "the broker is busy (3 jobs)"}, 503, "busy"),
+    ({"error": "none of the 3 answers was a valid call of f"}, 502, "candidates_failed"),
+])
+def test_a_failed_job_is_the_right_openai_error(failure, status, code):
+    err = R.job_error({"job": "j", "candidates": [], **failure})
+    assert (err.status, err.code) == (status, code)
+
+
+def test_headers_are_ascii_whatever_the_peer_is_called():
+    headers = R.swarm_headers(final({"text": "a"}, votes={"0": 1.0}) |
+                              {"winner": {"cand": 0, "peer": "café\nbox"}})
+    assert headers["X-Swarm-Winner"] == "caf%C3%A9%0Abox"
+    assert all(v.isascii() for v in headers.values())
+    assert calls_key([]) == "[]"
