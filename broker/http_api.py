@@ -145,9 +145,9 @@ class HttpApi:
         self._check_model(api.model)
         job = LocalJob(self.broker, api.job)
         try:
-            refused = job.ready()
-            if refused is not None and "winner" not in refused:
-                raise R.job_error(refused)
+            ended = job.ended_at_once()
+            if ended is not None and "winner" not in ended:
+                raise R.job_error(ended)  # a proper status, not a stream that fails at once
             if api.stream:
                 return await stream_job(request, api, job, self.keepalive_s)
             final = await wait_final(job)

@@ -106,7 +106,7 @@ async def _finish(api: ApiRequest, final: dict[str, Any], rid: str, created: int
                 api, i, tool_calls=R.call_deltas(job, cand))]))
             continue
         text = cand.get("text", "")
-        if live is not None and live.cand is not None:
+        if live is not None and live.text.strip():  # blanks sent before are harmless
             if live.cand != cand["cand"] or not text.startswith(live.text):
                 await send(_error(ApiError(502, "the candidate streamed live failed after it "
                                            "had begun; the winner differs from what was sent",

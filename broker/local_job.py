@@ -17,15 +17,18 @@ class LocalJob:
     def __init__(self, broker, request: GenerateRequest) -> None:
         self.broker = broker
         self.queue: asyncio.Queue[tuple[dict[str, Any], bool]] = asyncio.Queue()
-        self.final: dict[str, Any] | None = None
+        self.final: dict[str, Any] | None = None  # the FINAL, once read
+        self.ended = False                          # the FINAL has come (maybe not read yet)
         self.identity = broker.submit_local(self._sink, request)
 
     def _sink(self, body: dict[str, Any], final: bool) -> None:
+        self.ended = self.ended or final
         self.queue.put_nowait((body, final))
 
-    def ready(self) -> dict[str, Any] | None:
-        """The FINAL if it came already (a refusal arrives during submit)."""
-        while self.final is None and not self.queue.empty():
+    def ended_at_once(self) -> dict[str, Any] | None:
+        """The FINAL if the job ended during submit (refused, or no slot could ever take it);
+        what came before it is dropped: there is nothing to stream."""
+        while self.ended and self.final is None:
             body, final = self.queue.get_nowait()
             if final:
                 self.final = body
