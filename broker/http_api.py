@@ -162,5 +162,5 @@ class HttpApi:
 async def _json(request: web.Request) -> Any:
     try:
         return json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than Python goes
         raise ApiError(400, f"the request body is not valid JSON: {e}") from e

@@ -180,6 +180,13 @@ def test_bad_json_unknown_paths_and_methods_get_openai_errors(ctx):
             assert status == 400 and "not valid JSON" in reply["error"]["message"]
             status, reply = await post(url, "/v1/chat/completions", b"[1, 2]")
             assert status == 400 and "JSON object" in reply["error"]["message"]
+            status, reply = await post(url, "/v1/chat/completions", b"[" * 200_000)
+            assert status == 400 and "not valid JSON" in reply["error"]["message"]
+            status, reply = await post(url, "/v1/completions", b"\xff\xfe{}")
+            assert status == 400 and "not valid JSON" in reply["error"]["message"]
+            big = json.dumps({"prompt": "x" * (17 * 1024 * 1024)})
+            status, reply = await post(url, "/v1/completions", big)
+            assert status == 413 and reply["error"]["message"]
             status, reply = await post(url, "/v1/nothing", {})
             assert status == 404 and reply["error"]["type"] == "not_found_error"
             async with aiohttp.ClientSession() as s:

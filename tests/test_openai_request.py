@@ -110,3 +110,51 @@ def test_headers_are_ascii_whatever_the_peer_is_called():
     assert headers["X-Swarm-Winner"] == "caf%C3%A9%0Abox"
     assert all(v.isascii() for v in headers.values())
     assert calls_key([]) == "[]"
+
+
+# -- whatever a client sends: a 400 or a job, never a crash ------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from common.bodies import STRATEGIES, GenerateRequest  # noqa: E402
+
+_scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | \
+    st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8)
+_json = st.recursive(_scalars, lambda kids: st.lists(kids, max_size=3) |
+                     st.dictionaries(st.text(max_size=6), kids, max_size=3), max_leaves=12)
+_keys = st.sampled_from(["model", "messages", "prompt", "max_tokens", "max_completion_tokens",
+                         "temperature", "top_p", "seed", "stop", "n", "stream",
+                         "stream_options", "tools", "tool_choice", "swarm", "logprobs",
+                         "response_format", "echo", "best_of", "suffix", "presence_penalty"])
+_plausible = st.integers(-3, 40000) | st.floats(-1, 3) | st.booleans() | st.none() | \
+    st.lists(st.text(max_size=3), max_size=3) | _json
+_role = st.sampled_from(["system", "user", "assistant", "tool", "developer"])
+_message = st.fixed_dictionaries({"role": _role | _scalars, "content": st.text(max_size=8) |
+                                  _json}, optional={"tool_calls": _json, "tool_call_id": _json})
+_tools = st.lists(st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries(
+    {"name": st.sampled_from(["f", "g", "bad name", ""])}, optional={"parameters": _json})}),
+    max_size=2)
+_choice = st.sampled_from(["auto", "none", "required", "any"]) | st.builds(
+    lambda n: {"type": "function", "function": {"name": n}}, st.sampled_from(["f", "h"])) | _json
+# mostly well-formed: a valid core, then a few fields plausible or junk
+_bodies = st.builds(
+    lambda core, extra: {**core, **extra},
+    st.sampled_from([{"messages": [{"role": "user", "content": "hi"}]}, {"prompt": "hi"}]) |
+    st.builds(lambda m: {"messages": m}, st.lists(_message, min_size=1, max_size=4)),
+    st.dictionaries(_keys, _plausible, max_size=3) |
+    st.fixed_dictionaries({}, optional={"tools": _tools, "tool_choice": _choice,
+                                        "swarm": st.dictionaries(st.sampled_from(
+                                            ["candidates", "strategy", "timeout_s"]),
+                                            _plausible | st.sampled_from(STRATEGIES)),
+                                        "stream": st.booleans()}))
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=_bodies, chat=st.booleans())
+def test_any_body_is_a_job_or_a_400(body, chat):
+    try:
+        api = (chat_request if chat else completion_request)(body)
+    except ApiError as e:
+        assert e.status == 400 and e.message
+        return
+    # what passed is a job the broker's own checks accept as it is
+    assert GenerateRequest.from_map(api.job.to_map()) == api.job
