@@ -275,3 +275,20 @@ def test_metrics_are_served_in_prometheus_text_behind_the_key(ctx):
         assert samples[("swarm_jobs_total", (("outcome", "ok"),))] == 1
         assert samples[("swarm_votes_won_total", (("peer", "w1"),))] == 1
     run(body())
+
+
+def test_n_streamed_choices_are_the_best_voted_each_with_its_end(ctx):
+    async def body():
+        async with api_on(ctx, ("w1", "w2", "w3")) as (url, workers, _):
+            stream = await client(url).chat.completions.create(
+                model="swarm", messages=MSG, n=2, stream=True,
+                extra_body={"swarm": {"strategy": "majority"}})
+            await asyncio.gather(*(serve(w, t) for w, t in zip(workers, ("4", "5", "4"))))
+            texts, ends = {0: "", 1: ""}, {}
+            async for part in stream:
+                for choice in part.choices:
+                    texts[choice.index] += choice.delta.content or ""
+                    if choice.finish_reason:
+                        ends[choice.index] = choice.finish_reason
+            assert texts == {0: "4", 1: "4"} and ends == {0: "stop", 1: "stop"}  # 2nd best: 2 votes
+    run(body())
