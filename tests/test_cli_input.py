@@ -178,3 +178,17 @@ def test_the_broker_warns_when_its_api_is_open_beyond_loopback_without_a_key(
     r = CliRunner().invoke(broker.cli.main, args, env={"SWARM_API_KEY": ""})
     assert r.exit_code == 0, r.output
     assert any("without an API key" in rec.getMessage() for rec in caplog.records) == warned
+
+
+def test_a_busy_http_port_is_one_sentence_and_exit_1():
+    import socket
+
+    from tests.conftest import free_port
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        r = cli("swarm-broker", "--bind", f"tcp://127.0.0.1:{free_port()}", "--no-mdns",
+                "--http", f"127.0.0.1:{port}")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"cannot serve HTTP on 127.0.0.1:{port}" in r.stderr and "in use" in r.stderr
