@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API, served by aiohttp in the broker's own asyncio loop.
 
-POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET /metrics.
+POST /v1/chat/completions, POST /v1/completions, GET /v1/models[/ID], GET /health, GET /metrics.
 A request becomes a job through the same GenerateService API MDP clients use
 (Broker.submit_local): no second MDP client, no socket in between. Every error has
 OpenAI's shape {"error": {"message", "type", "param", "code"}} and its proper status.
@@ -50,6 +50,7 @@ class HttpApi:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/v1/models/{model}", self.model)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
         return app
@@ -116,6 +117,14 @@ class HttpApi:
         ids = [SWARM_MODEL, *sorted(self._live_models())]
         return web.json_response({"object": "list", "data": [
             {"id": i, "object": "model", "created": created, "owned_by": "swarm"} for i in ids]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        if name != SWARM_MODEL and name not in self._live_models():
+            raise ApiError(404, f"the model '{name}' is not served here", "model",
+                           "model_not_found", kind="not_found_error")
+        return web.json_response({"id": name, "object": "model", "created": int(time.time()),
+                                  "owned_by": "swarm"})
 
     async def health(self, request: web.Request) -> web.Response:
         slots = self.broker.registry.serving(SERVICE_GENERATE)

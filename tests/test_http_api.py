@@ -246,6 +246,9 @@ def test_models_lists_swarm_and_each_live_model_and_completions_answer(ctx):
         async with api_on(ctx) as (url, (w1,), _):
             models = await client(url).models.list()
             assert [m.id for m in models.data] == ["swarm", "m1"]
+            assert (await client(url).models.retrieve("m1")).id == "m1"
+            with pytest.raises(openai.NotFoundError):
+                await client(url).models.retrieve("m2")
             ask = asyncio.create_task(client(url).completions.create(
                 model="m1", prompt="2+2=", max_tokens=4, extra_body={"swarm": {"candidates": 1}}))
             task = await serve(w1, "4")
