@@ -15,7 +15,7 @@ from typing import Any
 
 from broker.jobs import DONE, Job
 from broker.metrics import MetricsBook
-from broker.tool_vote import NoValidCall, Offer, count, forced
+from broker.tool_vote import NoValidCall, Offer, count
 from broker.verdicts import InlineVoter, all_failed, answers, error_map, result_map
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def first_is_in(job: Job) -> bool:
     """Strategy first has its answer (a call it must make waits for the vote to read it);
     a streamed leader still running is waited for."""
-    if job.request.strategy != "first" or forced(job.request.sampling):
+    if job.request.strategy != "first" or job.request.sampling.must_call:
         return False
     if job.leader is not None and not job.candidates[job.leader].ended:
         return False

@@ -26,7 +26,7 @@ from broker.registry import Registry, Slot
 from broker.rotation import Rotation
 from broker.timers import Timers
 from broker.ballots import Ballots, first_is_in
-from broker.verdicts import error_map
+from broker.verdicts import BUSY, DEADLINE, NO_MODEL, NO_WORKER, error_map
 from common.bodies import (CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Chunk, GenerateRequest, Outcome,
                            Task)
 from common.codec import pack, unpack_body
@@ -71,13 +71,13 @@ class GenerateService:
 
     def _refusal(self, request: GenerateRequest) -> str | None:
         if not self.registry.serving(SERVICE_GENERATE):
-            return "no live worker serves 'generate': start a swarm-worker"
+            return f"{NO_WORKER}: start a swarm-worker"
         if not scheduler.Need(request.model).model_among(self.registry.models(SERVICE_GENERATE)):
-            return f"no live worker serves model '{request.model[:MAX_NAME_SHOWN]}'"
+            return f"{NO_MODEL} '{request.model[:MAX_NAME_SHOWN]}'"
         if len(self.jobs) >= self.limits.max_jobs or \
                 self.candidates + request.candidates > self.limits.max_candidates:
             self.stats["busy"] += 1
-            return (f"the broker is busy ({len(self.jobs)} jobs, {self.candidates} candidates "
+            return (f"{BUSY} ({len(self.jobs)} jobs, {self.candidates} candidates "
                     "in flight): try again shortly")
         return None
 
@@ -278,7 +278,7 @@ class GenerateService:
             if job is None or job.voting:
                 continue
             if key[0] == "job":
-                self._stop_rest(job, now, "job deadline reached")
+                self._stop_rest(job, now, DEADLINE)
             else:
                 self._expire(job, key, now)
             self._settle(job, now)

@@ -18,17 +18,22 @@ from typing import Any
 from aiohttp import web
 
 from broker import openai_reply as R
+from broker import prom
 from broker.http_stream import stream_job, wait_final
 from broker.local_job import LocalJob
-from broker.openai_request import SWARM_MODEL, ApiError, chat_request, completion_request
+from broker.openai_request import ApiError, chat_request, completion_request
 from common import __version__
-from common.frames import MAX_BODY_BYTES, SERVICE_GENERATE
+from common.frames import ANY_MODEL, MAX_BODY_BYTES, SERVICE_GENERATE
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HTTP = "127.0.0.1:7580"
 KEEPALIVE_S = 5.0      # SSE comment lines this often while the vote is pending
 OPEN_PATHS = ("/health",)
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "swarm"}
 
 
 def error_response(err: ApiError, headers: dict[str, str] | None = None) -> web.Response:
@@ -113,45 +118,38 @@ class HttpApi:
         return await self._generate(request, completion_request(await _json(request)))
 
     async def models(self, request: web.Request) -> web.Response:
-        created = int(time.time())
-        ids = [SWARM_MODEL, *sorted(self._live_models())]
-        return web.json_response({"object": "list", "data": [
-            {"id": i, "object": "model", "created": created, "owned_by": "swarm"} for i in ids]})
+        return web.json_response({"object": "list",
+                                  "data": [_model(i) for i in self._model_ids()]})
 
     async def model(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]
-        if name != SWARM_MODEL and name not in self._live_models():
-            raise ApiError(404, f"the model '{name}' is not served here", "model",
-                           "model_not_found", kind="not_found_error")
-        return web.json_response({"id": name, "object": "model", "created": int(time.time()),
-                                  "owned_by": "swarm"})
+        if name not in self._model_ids():
+            raise self._not_served(name)
+        return web.json_response(_model(name))
 
     async def health(self, request: web.Request) -> web.Response:
         slots = self.broker.registry.serving(SERVICE_GENERATE)
         body = {"status": "ok" if slots else "no live worker", "workers": len(slots),
-                "models": sorted(self._live_models()), "version": __version__}
+                "models": self._model_ids()[1:], "version": __version__}
         return web.json_response(body, status=200 if slots else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        from broker.prom import render
-        body, content_type = render(self.broker)
+        body, content_type = prom.render(self.broker)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     # -- one job -------------------------------------------------------------------------
-    def _live_models(self) -> set[str]:
-        return self.broker.registry.models(SERVICE_GENERATE)
+    def _model_ids(self) -> list[str]:
+        """`swarm` (every worker), then each model a live worker serves."""
+        return [ANY_MODEL, *sorted(self.broker.registry.models(SERVICE_GENERATE))]
 
-    def _check_model(self, model: str) -> None:
-        if not self.broker.registry.serving(SERVICE_GENERATE):
-            raise ApiError(503, "no live worker serves the swarm: start a swarm-worker",
-                           code="no_live_worker", kind="service_unavailable")
-        if model != SWARM_MODEL and model not in self._live_models():
-            known = ", ".join([SWARM_MODEL, *sorted(self._live_models())])
-            raise ApiError(404, f"the model '{model}' is not served here: use one of {known}",
-                           "model", "model_not_found", kind="not_found_error")
+    def _not_served(self, name: str) -> ApiError:
+        return ApiError(404, f"the model '{name}' is not served here: use one of "
+                        f"{', '.join(self._model_ids())}", "model", "model_not_found",
+                        kind="not_found_error")
 
     async def _generate(self, request: web.Request, api) -> web.StreamResponse:
-        self._check_model(api.model)
+        if api.model not in self._model_ids() and self.broker.registry.serving(SERVICE_GENERATE):
+            raise self._not_served(api.model)  # with no worker at all, the job API says so
         job = LocalJob(self.broker, api.job)
         try:
             ended = job.ended_at_once()

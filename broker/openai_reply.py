@@ -11,11 +11,10 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+from broker import verdicts as V
 from broker.openai_request import ApiError, ApiRequest
+from common.bodies import CONTEXT_LENGTH_EXCEEDED
 
-CONTEXT_CODE = "context_length_exceeded"
-DEADLINE = "job deadline reached"     # broker/generate.py: the reason a job's deadline ends it
-_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
 def reply_id(api: ApiRequest, job: str) -> str:
@@ -35,7 +34,7 @@ def choices_of(api: ApiRequest, final: dict[str, Any]) -> list[dict[str, Any]]:
 def finish_reason(cand: dict[str, Any]) -> str:
     if cand.get("tool_calls"):
         return "tool_calls"
-    return _FINISH.get(cand.get("finish_reason") or "stop", "stop")
+    return "length" if cand.get("finish_reason") == "length" else "stop"
 
 
 def tool_calls(job: str, cand: dict[str, Any]) -> list[dict[str, Any]]:
@@ -141,19 +140,19 @@ def job_error(final: dict[str, Any]) -> ApiError:
     """The OpenAI error for a job that ended without an answer."""
     text = str(final.get("error") or "the swarm gave no answer")
     cands = final.get("candidates") or []
-    if final.get("error_code") == CONTEXT_CODE:  # every failed candidate says so
-        first = next((c for c in cands if c.get("error_code") == CONTEXT_CODE), {})
+    if final.get("error_code") == CONTEXT_LENGTH_EXCEEDED:  # every failed candidate says so
+        first = next((c for c in cands if c.get("error_code") == CONTEXT_LENGTH_EXCEEDED), {})
         return ApiError(400, "the prompt is longer than every worker's context window: "
-                        f"{first.get('error') or text}", "messages", CONTEXT_CODE)
-    if any(c.get("error") == DEADLINE for c in cands):
+                        f"{first.get('error') or text}", "messages", CONTEXT_LENGTH_EXCEEDED)
+    if any(c.get("error") == V.DEADLINE for c in cands):
         return ApiError(504, f"the deadline passed before any candidate answered: {text}",
                         code="deadline_exceeded", kind="timeout_error")
-    if text.startswith("no live worker serves model"):
+    if text.startswith(V.NO_MODEL):
         return ApiError(404, text, "model", "model_not_found")
-    if text.startswith("no live worker"):
+    if text.startswith(V.NO_WORKER):
         return ApiError(503, text, code="no_live_worker", kind="service_unavailable")
-    if text.startswith("the broker is busy"):
+    if text.startswith(V.BUSY):
         return ApiError(503, text, code="busy", kind="service_unavailable")
-    if text.startswith("bad request"):
+    if text.startswith(V.BAD_REQUEST):
         return ApiError(400, text)
     return ApiError(502, text, code="candidates_failed", kind="upstream_error")

@@ -22,7 +22,6 @@ from common.errors import BodyError
 from common.frames import ANY_MODEL
 from common.tool_calls import ToolCall, canonical, render_calls
 
-SWARM_MODEL = ANY_MODEL      # "swarm": the model name that means every worker
 DEFAULT_MAX_TOKENS = 512     # when the body names none
 DEFAULT_CANDIDATES = 3
 _SWARM_KNOBS = {"candidates", "strategy", "timeout_s"}
@@ -90,7 +89,7 @@ def _object(body: Any) -> dict[str, Any]:
 
 
 def _request(body: dict[str, Any], job: dict[str, Any], chat: bool) -> ApiRequest:
-    model = body.get("model", SWARM_MODEL)
+    model = body.get("model", ANY_MODEL)  # "swarm": every worker
     if not isinstance(model, str) or not model:
         raise bad("field 'model' must be a non-empty string", "model")
     _unsupported(body)

@@ -27,6 +27,7 @@ from broker.outbox import Outbox
 from broker.registry import Registry, Slot
 from broker.routing import Router
 from broker.status import status_map
+from broker.verdicts import BAD_REQUEST
 from common import __version__
 from common import frames as F
 from common.bodies import GenerateRequest
@@ -200,7 +201,7 @@ class Broker:
             try:
                 request = GenerateRequest.from_map(unpack_body(req.body))
             except BodyError as e:
-                self.outbox.error(client, delimited, req.service, f"bad request: {e}")
+                self.outbox.error(client, delimited, req.service, f"{BAD_REQUEST}: {e}")
                 return
             self.generate.submit(client, delimited, request, now)
         elif req.service == F.SERVICE_CANCEL:
@@ -220,7 +221,7 @@ class Broker:
         try:
             job = body_field(unpack_body(req.body), "job", str, None) if req.body else None
         except BodyError as e:
-            self.outbox.error(client, delimited, req.service, f"bad request: {e}")
+            self.outbox.error(client, delimited, req.service, f"{BAD_REQUEST}: {e}")
             return
         count = self.generate.cancel_client(client, now, job)
         self.outbox.reply(client, delimited, req.service, {"cancelled": count}, final=True)

@@ -44,12 +44,7 @@ class Offer:
         if not sampling.calls_tools:
             return None
         names = {sampling.tool_name} if sampling.tool_name else tool_names(sampling.tools)
-        return cls(frozenset(names), forced(sampling))
-
-
-def forced(sampling: Sampling) -> bool:
-    """Every eligible answer must call a tool."""
-    return sampling.calls_tools and sampling.tool_choice == "required"
+        return cls(frozenset(names), sampling.must_call)
 
 
 def read_calls(text: str, names: frozenset[str]) -> tuple[ToolCall, ...]:

@@ -14,6 +14,14 @@ from broker.jobs import FAILED, Job
 from broker.voting import Answer, Verdict
 from common.tool_calls import ToolCall
 
+# How a FINAL's error begins, by cause: spelled once, for clients that tell causes apart
+# (the HTTP API's statuses)
+NO_WORKER = "no live worker serves 'generate'"
+NO_MODEL = "no live worker serves model"
+BUSY = "the broker is busy"
+BAD_REQUEST = "bad request"
+DEADLINE = "job deadline reached"   # a candidate's error when the job's deadline stopped it
+
 
 def answers(job: Job, reliability: Callable[[str], float]) -> list[Answer]:
     """A snapshot of the job's finished candidates, for a vote."""

@@ -97,6 +97,11 @@ class Sampling:
         """Tools are offered and the answer may (or must) call one."""
         return bool(self.tools) and self.tool_choice != "none"
 
+    @property
+    def must_call(self) -> bool:
+        """The answer must be a call (tool_choice "required"; a tool_name implies it)."""
+        return self.calls_tools and self.tool_choice == "required"
+
     def to_map(self) -> dict[str, Any]:
         out: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature,
                                "stop": list(self.stop), "top_p": self.top_p}

@@ -69,9 +69,7 @@ def offer_tools(sampling: Sampling) -> Sampling:
 def forced_call_schema(sampling: Sampling) -> dict[str, Any] | None:
     """The JSON schema only a valid call satisfies, where the answer must be a call
     (tool_choice "required", or a tool_name); None where it may be text."""
-    if not sampling.calls_tools:
-        return None
-    if sampling.tool_choice != "required" and sampling.tool_name is None:
+    if not sampling.must_call:
         return None
     return calls_schema(sampling.tools or (), sampling.tool_name)
 
