@@ -77,8 +77,10 @@ def test_tool_calls_in_different_wrappings_and_key_orders_are_one_vote(ctx):
                      json.dumps({"type": "function", "function": {
                          "name": "get_weather", "arguments": '{"unit":"C",  "city":"Paris"}'}}),
                      '{"name": "get_weather", "arguments": {"city": "Lyon"}}']
-            for w, text in zip(workers, texts):
-                await answer(w, text)
+            for w in workers:  # each candidate answers its own text, whichever slot took it
+                cl, task = await take(w)
+                await w.reply(cl, Outcome(task.job, task.cand, text=texts[task.cand],
+                                          finish_reason="stop").to_map(), final=True)
             _, final = await client_final(client)
             result = body_of(final)
             # Then the three alike calls won, as one canonical call
