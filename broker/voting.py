@@ -124,7 +124,9 @@ def first(answers: list[Answer]) -> Verdict:
 
 
 STRATEGY_FUNCS = {"majority": majority, "similarity": by_similarity,
-                  "weighted": weighted, "first": first}
+                  "weighted": weighted, "first": first,
+                  # placeholders until issue 8's strategies land
+                  "auto": by_similarity, "confidence": majority, "judge": by_similarity}
 
 
 def vote(strategy: str, answers: list[Answer]) -> Verdict:

@@ -19,7 +19,8 @@ from client.local import local_swarm_thread
 from client.render import Progress, Streamer, json_result, peer_lines, peers_table, summary
 from common import frames as F
 from common import logs
-from common.bodies import MAX_CANDIDATES, MAX_TOKENS, STRATEGIES, GenerateRequest, Sampling
+from common.bodies import (DEFAULT_STRATEGY, MAX_CANDIDATES, MAX_TOKENS, STRATEGIES,
+                           GenerateRequest, Sampling)
 from common.cli_types import (BROKER_ENV, FiniteFloat, connect_endpoint, mdns_options, seconds,
                               version_option)
 from common.discovery import find_broker
@@ -77,7 +78,7 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @mdns_options
 @click.option("--candidates", "-k", type=click.IntRange(1, MAX_CANDIDATES), default=3,
               show_default=True, help="Answers to gather; candidate i uses seed + i.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="similarity", show_default=True,
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
               help="How the winner is chosen (first: the fastest, streamed as it is written).")
 @click.option("--max-tokens", "-n", type=click.IntRange(1, MAX_TOKENS), default=128,
               show_default=True, help="Most tokens each candidate may write.")

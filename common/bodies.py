@@ -15,7 +15,8 @@ from common.codec import field, number
 from common.errors import BodyError
 from common.tool_calls import TOOL_CHOICES, check_tools, tool_names
 
-STRATEGIES = ("similarity", "majority", "weighted", "first")
+STRATEGIES = ("auto", "similarity", "majority", "weighted", "first", "confidence", "judge")
+DEFAULT_STRATEGY = "auto"  # majority over extracted answers where they are short, else similarity
 STREAM_MODES = ("progress", "winner", "live")
 ROLES = ("system", "user", "assistant", "tool")
 MAX_CANDIDATES = 64
@@ -73,6 +74,7 @@ class Sampling:
     tools: tuple[dict[str, Any], ...] | None = None  # OpenAI tool definitions (tool_calls.py)
     tool_choice: str = "auto"      # auto | none | required (tool_name set: that one tool)
     tool_name: str | None = None   # the one tool the answer must call
+    logprobs: bool = False         # report the mean token log-probability (Outcome.logprob)
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> "Sampling":
@@ -90,6 +92,7 @@ class Sampling:
             tools=tools,
             tool_choice=choice,
             tool_name=name,
+            logprobs=field(m, "logprobs", bool, False),
         )
 
     @property
@@ -109,6 +112,8 @@ class Sampling:
             out["prompt"] = self.prompt
         else:
             out["messages"] = [dict(x) for x in self.messages or ()]
+        if self.logprobs:
+            out["logprobs"] = True
         if self.tools is not None:
             out.update(tools=list(self.tools), tool_choice=self.tool_choice)
             if self.tool_name is not None:
@@ -141,15 +146,18 @@ def _tool_choice(m: dict[str, Any], tools: tuple[dict[str, Any], ...] | None
 class GenerateRequest:
     sampling: Sampling
     candidates: int = 3
-    strategy: str = "similarity"
+    strategy: str = DEFAULT_STRATEGY
     seed: int | None = None
     timeout_s: float | None = None
     model: str | None = None
     stream: str = "progress"
+    spread: float = 0.0     # candidates' temperatures spread evenly over temperature +- spread
+    greedy: bool = False    # candidate 0 decodes greedily (temperature 0)
+    quorum: bool = True     # majority-style votes end early once the leader cannot be overtaken
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> "GenerateRequest":
-        strategy = field(m, "strategy", str, "similarity")
+        strategy = field(m, "strategy", str, DEFAULT_STRATEGY)
         if strategy not in STRATEGIES:
             raise BodyError(f"field 'strategy' must be one of {', '.join(STRATEGIES)}", "strategy")
         stream = field(m, "stream", str, "progress")
@@ -163,11 +171,15 @@ class GenerateRequest:
             timeout_s=number(m, "timeout_s", 0.001, 86400.0, None),
             model=field(m, "model", str, None),
             stream=stream,
+            spread=number(m, "temperature_spread", 0.0, 2.0, 0.0),
+            greedy=field(m, "greedy", bool, False),
+            quorum=field(m, "quorum", bool, True),
         )
 
     def to_map(self) -> dict[str, Any]:
         out = self.sampling.to_map()
-        out.update(candidates=self.candidates, strategy=self.strategy, stream=self.stream)
+        out.update(candidates=self.candidates, strategy=self.strategy, stream=self.stream,
+                   temperature_spread=self.spread, greedy=self.greedy, quorum=self.quorum)
         for key in ("seed", "timeout_s", "model"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -222,6 +234,7 @@ MAX_SEQ = 2**31 - 1
 MAX_COUNT = 2**31 - 1
 
 
+MIN_LOGPROB = -1e4   # a mean token log-probability below this is no real model's
 MAX_REASON = 64      # characters of a finish_reason
 MAX_ERROR = 1000     # characters of a peer's error message kept; the rest is cut
 
@@ -270,6 +283,7 @@ class Outcome:
     error: str | None = None
     error_kind: str = ERROR_PEER
     error_code: str | None = None  # machine-readable: CONTEXT_LENGTH_EXCEEDED, ...
+    logprob: float | None = None   # mean log-probability of the generated tokens (<= 0)
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> "Outcome":
@@ -287,6 +301,7 @@ class Outcome:
             error=_clipped(field(m, "error", str, None)),
             error_kind=kind,
             error_code=_short(field(m, "error_code", str, None), "error_code"),
+            logprob=number(m, "logprob", MIN_LOGPROB, 0.0, None),
         )
 
     def to_map(self) -> dict[str, Any]:
@@ -296,6 +311,9 @@ class Outcome:
             if self.error_code is not None:
                 out["error_code"] = self.error_code
             return out
-        return {"job": self.job, "cand": self.cand, "text": self.text,
-                "finish_reason": self.finish_reason, "usage": dict(self.usage),
-                "timings": dict(self.timings)}
+        out = {"job": self.job, "cand": self.cand, "text": self.text,
+               "finish_reason": self.finish_reason, "usage": dict(self.usage),
+               "timings": dict(self.timings)}
+        if self.logprob is not None:
+            out["logprob"] = self.logprob
+        return out

@@ -203,7 +203,7 @@ def _req(**kw):
 def test_generate_request_defaults_and_unknown_keys_ignored():
     req = _req(future_option={"x": 1})
     assert (req.candidates, req.strategy, req.stream, req.seed, req.timeout_s) == \
-        (3, "similarity", "progress", None, None)
+        (3, "auto", "progress", None, None)
     assert req.sampling == Sampling(prompt="2+2=")
 
 
