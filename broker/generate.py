@@ -17,7 +17,7 @@ import os
 import random
 from collections import defaultdict
 
-from broker import scheduler
+from broker import quorum, sampling_plan, scheduler
 from broker.jobs import CANCELLED, DONE, FAILED, RUNNING, Candidate, Job
 from broker.metrics import JOB_CANCELLED, JOB_FAILED, JOB_OK, MetricsBook
 from broker.outbox import Outbox
@@ -27,6 +27,7 @@ from broker.rotation import Rotation
 from broker.timers import Timers
 from broker.ballots import Ballots, first_is_in
 from broker.verdicts import BUSY, DEADLINE, NO_MODEL, NO_WORKER, error_map
+from broker.voting import answer_key
 from common.bodies import (CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Chunk, GenerateRequest, Outcome,
                            Task)
 from common.codec import pack, unpack_body
@@ -59,8 +60,10 @@ class GenerateService:
         base = request.seed if request.seed is not None else random.randrange(2**31)
         job_id = os.urandom(6).hex()
         timeout_s = request.timeout_s or self.timeouts.default_s
-        cands = [Candidate(i, (base + i) % 2**32) for i in range(request.candidates)]
-        job = Job(job_id, client, delimited, request, now, now + timeout_s, cands)
+        cands = [Candidate(i, (base + i) % 2**32, sampling=s)
+                 for i, s in enumerate(sampling_plan.plan(request))]
+        job = Job(job_id, client, delimited, request, now, now + timeout_s, cands,
+                  question=sampling_plan.question_of(request.sampling))
         self.jobs[job_id] = job
         self.by_client[client].add(job_id)
         self.candidates += len(cands)
@@ -95,7 +98,7 @@ class GenerateService:
         return len(chosen)
 
     def _event(self, job: Job, cand: Candidate, event: str, text: str = "") -> None:
-        if job.request.stream == "winner":
+        if job.request.stream == "winner" or cand is job.judge:
             return
         body = {"event": event, "job": job.id, "cand": cand.index, "peer": cand.peer,
                 "tokens": cand.tokens, "text": text}
@@ -122,13 +125,14 @@ class GenerateService:
             if cand is None:
                 continue
             need = _need(job, cand)
-            slot = scheduler.pick(idle, job.slots_used, job.nodes_used, cand.tried, need)
+            used = _used(job, cand)
+            slot = scheduler.pick(idle, used, job.nodes_used, cand.tried, need)
             if slot is not None:
                 idle.remove(slot)
                 self._start(job, cand, slot, now)
             else:
                 serving = serving if serving is not None else self.registry.serving(SERVICE_GENERATE)
-                if scheduler.placeable(serving, job.slots_used, cand.tried, need):
+                if scheduler.placeable(serving, used, cand.tried, need):
                     waiting.append(job)
                     continue
                 self._unplaceable(job, cand, now)
@@ -157,7 +161,7 @@ class GenerateService:
         job.slots_used.add(slot.identity)
         job.nodes_used[slot.node] += 1
         slot.job, slot.assigned_at = (job.id, cand.index), now
-        task = Task(job.id, cand.index, cand.seed, job.request.sampling)
+        task = Task(job.id, cand.index, cand.seed, cand.sampling or job.request.sampling)
         self.outbox.send(slot.identity, slot.delimited, WorkerRequest(job.client, (pack(task.to_map()),)))
         self.metrics.peer(slot.peer).started()
         self._event(job, cand, "dispatched")
@@ -169,7 +173,7 @@ class GenerateService:
         if reply.final:
             slot.job = None
         job = self.jobs.get(assignment[0])
-        cand = job.candidates[assignment[1]] if job else None
+        cand = job.at(assignment[1]) if job else None
         if cand is None or cand.state != RUNNING or cand.slot != slot.identity:
             if reply.final:
                 self.dispatch(now)
@@ -217,6 +221,8 @@ class GenerateService:
         if cand.first_token_at is None:
             cand.first_token_at = now
         cand.tokens = cand.completion_tokens
+        if quorum.applies(job) and cand is not job.judge:
+            cand.key = answer_key(outcome.text, job.question)
         self.metrics.peer(slot.peer).succeeded(cand.latency_s, cand.ttft_s, cand.tokens)
         self._event(job, cand, "done")
 
@@ -225,7 +231,7 @@ class GenerateService:
         retried only where a context is larger (or unknown), else it fails now, code kept."""
         cand.ctx_over = max(cand.ctx_over or 0, slot.profile.n_ctx)
         cand.tried.add(slot.identity)
-        retry = scheduler.placeable(self.registry.serving(SERVICE_GENERATE), job.slots_used,
+        retry = scheduler.placeable(self.registry.serving(SERVICE_GENERATE), _used(job, cand),
                                     cand.tried, _need(job, cand))
         if not retry:
             error += " (no live slot has a larger context)"
@@ -237,7 +243,7 @@ class GenerateService:
             job_id, index = slot.job
             slot.job = None
             job = self.jobs.get(job_id)
-            cand = job.candidates[index] if job is not None else None
+            cand = job.at(index) if job is not None else None
             if cand is not None and cand.state == RUNNING and cand.slot == slot.identity:
                 self._fail(job, cand, f"{slot.peer} {reason}", now)
                 self._settle(job, now)
@@ -287,8 +293,8 @@ class GenerateService:
 
     def _expire(self, job: Job, key: tuple, now: float) -> None:
         what, _, index, attempt = key
-        cand = job.candidates[index]
-        if cand.state != RUNNING or cand.attempts != attempt or \
+        cand = job.at(index)
+        if cand is None or cand.state != RUNNING or cand.attempts != attempt or \
                 (what == "first token" and cand.first_token_at is not None):
             return  # that attempt already moved on
         self._cancel(job, cand)
@@ -296,7 +302,7 @@ class GenerateService:
 
     def _stop_rest(self, job: Job, now: float, reason: str) -> None:
         """End every candidate still pending or running, without blaming its peer."""
-        for cand in job.candidates:
+        for cand in job.everyone():
             if cand.ended:
                 continue
             if cand.state == RUNNING:
@@ -317,6 +323,14 @@ class GenerateService:
             return
         if first_is_in(job):
             self._stop_rest(job, now, "the first answer won")
+        elif quorum.applies(job) and quorum.reached(job):
+            job.quorum_saved_s = quorum.saved_s(job, now)
+            job.quorum_cancelled = sum(1 for c in job.candidates if not c.ended)
+            self._stop_rest(job, now, "early quorum: the vote was decided")
+        if job.finished and job.judge is None and now < job.deadline and \
+                self.ballots.call_judge(job):
+            self._enqueue(job)
+            return
         if job.finished:
             body = self.ballots.start(job)
             if body is not None:
@@ -351,6 +365,12 @@ class GenerateService:
 
 def _need(job: Job, cand: Candidate) -> scheduler.Need:
     return scheduler.Need(job.request.model, cand.ctx_over)
+
+
+def _used(job: Job, cand: Candidate) -> set[bytes]:
+    """The slots a candidate should avoid as the job's own: none for the judge, which
+    may read the answers on a slot that wrote one."""
+    return set() if cand is job.judge else job.slots_used
 
 
 def _parse(reply: WorkerReply, job: Job, cand: Candidate) -> Chunk | Outcome:

@@ -37,7 +37,7 @@ def test_majority_groups_by_final_number():
     v = majority(answers("5", "2+2 is 4", "The result: 4.", "I think 4"))
     assert v.winner == 1
     assert v.scores == {0: 0.25, 1: 0.75, 2: 0.75, 3: 0.75}
-    assert v.strategy == "majority"
+    assert v.method == "majority"
 
 
 def test_majority_groups_by_option_and_by_normalised_text():
@@ -99,7 +99,7 @@ def test_empty_answers_lose_to_non_empty_ones(strategy):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_single_answer_wins(strategy):
     v = vote(strategy, [Answer(7, "only", 2.0, 0.3)])
-    assert v.winner == 7 and v.strategy == strategy
+    assert v.winner == 7 and v.method == strategy
 
 
 def test_all_empty_answers_still_give_a_winner_and_no_answers_is_an_error():
