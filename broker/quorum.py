@@ -4,8 +4,8 @@ The leader's group must outnumber the runner-up's by more than the candidates st
 (a tie would go to reliability, so it must be strictly more). Under `auto` the answers so
 far must also keep auto on majority whatever the open ones say: at least half of all the
 answers that could be counted are already extracted.
-What that saved is an estimate: each open candidate would have needed about the done
-ones' mean latency; the wall time saved is the longest of those remainders.
+What that saved is an estimate: each open candidate would have written about as many
+tokens as the done ones, at its own pace; the wall time saved is the longest remainder.
 """
 
 from __future__ import annotations
@@ -40,11 +40,21 @@ def reached(job: Job) -> bool:
 
 
 def saved_s(job: Job, now: float) -> float:
-    """The estimated wall time that stopping the open candidates now saves."""
-    latencies = [c.latency_s for c in job.candidates if c.state == DONE and c.latency_s]
-    if not latencies:
+    """The estimated wall time that stopping the open candidates now saves: each would
+    have written about as many tokens as the done ones did, at its own pace so far (one
+    with no token yet: the done ones' mean latency, less its time so far)."""
+    done = [c for c in job.candidates if c.state == DONE and c.latency_s is not None]
+    if not done:
         return 0.0
-    typical = sum(latencies) / len(latencies)
-    left = [typical - (now - c.started_at) if c.state == RUNNING and c.started_at is not None
-            else typical for c in job.candidates if not c.ended]
-    return max([0.0, *left])
+    tokens = sum(c.tokens for c in done) / len(done)
+    latency = sum(c.latency_s for c in done) / len(done)
+    left = [0.0]
+    for c in job.candidates:
+        if c.ended:
+            continue
+        spent = now - c.started_at if c.state == RUNNING and c.started_at is not None else 0.0
+        if c.tokens and spent > 0:
+            left.append(max(tokens - c.tokens, 0.0) * spent / c.tokens)
+        else:
+            left.append(max(latency - spent, 0.0))
+    return max(0.0, min(max(left), job.deadline - now))
