@@ -13,6 +13,7 @@ import logging
 from concurrent.futures import Future
 from typing import Any
 
+from broker import quorum
 from broker.jobs import DONE, Candidate, Job
 from broker.judge import Judgement, judge_sampling
 from broker.metrics import MetricsBook
@@ -39,6 +40,18 @@ def _judgement(job: Job) -> Judgement | None:
         return None
     text = judge.text if judge.state == DONE else None
     return Judgement(job.judge_order, text, judge.peer, judge.error)
+
+
+def decided(job: Job, now: float) -> str | None:
+    """Why the candidates still open can be stopped now, if they can: the first answer is
+    in (strategy first), or early quorum (recorded on the job)."""
+    if first_is_in(job):
+        return "the first answer won"
+    if quorum.applies(job) and quorum.reached(job):
+        job.quorum_saved_s = quorum.saved_s(job, now)
+        job.quorum_cancelled = sum(1 for c in job.candidates if not c.ended)
+        return "early quorum: the vote was decided"
+    return None
 
 
 class Ballots:

@@ -13,19 +13,17 @@ heap, and a vote may be counted off the loop by the injected voter.
 from __future__ import annotations
 
 import logging
-import os
-import random
 from collections import defaultdict
 
-from broker import quorum, sampling_plan, scheduler
-from broker.jobs import CANCELLED, DONE, FAILED, RUNNING, Candidate, Job
+from broker import ballots, quorum, scheduler
+from broker.jobs import CANCELLED, DONE, FAILED, RUNNING, Candidate, Job, new_job
 from broker.metrics import JOB_CANCELLED, JOB_FAILED, JOB_OK, MetricsBook
 from broker.outbox import Outbox
 from broker.policy import MAX_ATTEMPTS, MAX_TEXT_CHARS, Limits, TimeoutPolicy
 from broker.registry import Registry, Slot
 from broker.rotation import Rotation
 from broker.timers import Timers
-from broker.ballots import Ballots, first_is_in
+from broker.ballots import Ballots
 from broker.verdicts import BUSY, DEADLINE, NO_MODEL, NO_WORKER, error_map
 from broker.voting import answer_key
 from common.bodies import (CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Chunk, GenerateRequest, Outcome,
@@ -57,18 +55,13 @@ class GenerateService:
         if refusal:
             self.outbox.error(client, delimited, SERVICE_GENERATE, refusal)
             return
-        base = request.seed if request.seed is not None else random.randrange(2**31)
-        job_id = os.urandom(6).hex()
-        timeout_s = request.timeout_s or self.timeouts.default_s
-        cands = [Candidate(i, (base + i) % 2**32, sampling=s)
-                 for i, s in enumerate(sampling_plan.plan(request))]
-        job = Job(job_id, client, delimited, request, now, now + timeout_s, cands,
-                  question=sampling_plan.question_of(request.sampling))
-        self.jobs[job_id] = job
-        self.by_client[client].add(job_id)
-        self.candidates += len(cands)
-        self.timers.add(job.deadline, ("job", job_id))
-        log.info("job %s: %d candidates, strategy %s", job_id, len(cands), request.strategy)
+        job = new_job(client, delimited, request, now, self.timeouts.default_s)
+        self.jobs[job.id] = job
+        self.by_client[client].add(job.id)
+        self.candidates += len(job.candidates)
+        self.timers.add(job.deadline, ("job", job.id))
+        log.info("job %s: %d candidates, strategy %s", job.id, len(job.candidates),
+                 request.strategy)
         self._enqueue(job)
         self.dispatch(now)
 
@@ -321,12 +314,9 @@ class GenerateService:
         """End the job if the vote needs nothing more from it."""
         if job.voting or job.id not in self.jobs:
             return
-        if first_is_in(job):
-            self._stop_rest(job, now, "the first answer won")
-        elif quorum.applies(job) and quorum.reached(job):
-            job.quorum_saved_s = quorum.saved_s(job, now)
-            job.quorum_cancelled = sum(1 for c in job.candidates if not c.ended)
-            self._stop_rest(job, now, "early quorum: the vote was decided")
+        decided = ballots.decided(job, now)
+        if decided:
+            self._stop_rest(job, now, decided)
         if job.finished and job.judge is None and now < job.deadline and \
                 self.ballots.call_judge(job):
             self._enqueue(job)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.sampling_plan import plan, question_of
 from common.bodies import GenerateRequest, Outcome, Sampling
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
@@ -132,3 +135,13 @@ class Job:
 
     def done(self) -> list[Candidate]:
         return [c for c in self.candidates if c.state == DONE]
+
+
+def new_job(client: bytes, delimited: bool, request: GenerateRequest, now: float,
+            default_timeout_s: float) -> Job:
+    """A job as accepted: an id, a deadline, each candidate with its seed and sampling."""
+    base = request.seed if request.seed is not None else random.randrange(2**31)
+    cands = [Candidate(i, (base + i) % 2**32, sampling=s) for i, s in enumerate(plan(request))]
+    return Job(os.urandom(6).hex(), client, delimited, request, now,
+               now + (request.timeout_s or default_timeout_s), cands,
+               question=question_of(request.sampling))
