@@ -141,7 +141,9 @@ def new_job(client: bytes, delimited: bool, request: GenerateRequest, now: float
             default_timeout_s: float) -> Job:
     """A job as accepted: an id, a deadline, each candidate with its seed and sampling."""
     base = request.seed if request.seed is not None else random.randrange(2**31)
-    cands = [Candidate(i, (base + i) % 2**32, sampling=s) for i, s in enumerate(plan(request))]
+    seeds = [(base + i) % 2**32 for i in range(request.candidates)]
+    cands = [Candidate(i, seed, sampling=s)
+             for i, (seed, s) in enumerate(zip(seeds, plan(request, seeds)))]
     return Job(os.urandom(6).hex(), client, delimited, request, now,
                now + (request.timeout_s or default_timeout_s), cands,
                question=question_of(request.sampling))

@@ -2,12 +2,16 @@
 
 A job may spread its candidates' temperatures evenly over temperature +- spread (clamped
 to 0..2) and make candidate 0 greedy (temperature 0) among the sampled ones; seeds differ
-per candidate anyway. Strategy `confidence` asks every worker for its answer's mean token
+per candidate anyway. With `shuffle_examples`, a chat whose last user message follows
+worked examples (user, assistant turns) shows each candidate but the first those examples
+in an order of its own (drawn from its seed): a prompt-order ensemble, whose candidates err
+less alike than samples of one prompt do. Strategy `confidence` asks every worker for its answer's mean token
 log-probability.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 from common.bodies import GenerateRequest, Sampling
@@ -30,13 +34,33 @@ def temperatures(temperature: float, spread: float, n: int, greedy: bool) -> lis
     return out
 
 
-def plan(request: GenerateRequest) -> list[Sampling]:
-    """The sampling of each candidate, in candidate order."""
+def plan(request: GenerateRequest, seeds: list[int]) -> list[Sampling]:
+    """The sampling of each candidate, in candidate order (seeds: theirs)."""
     base = request.sampling
     if request.strategy == "confidence" and not base.logprobs:
         base = replace(base, logprobs=True)
     temps = temperatures(base.temperature, request.spread, request.candidates, request.greedy)
-    return [base if t == base.temperature else replace(base, temperature=t) for t in temps]
+    out = [base if t == base.temperature else replace(base, temperature=t) for t in temps]
+    if request.shuffle and base.messages:
+        out = [s if i == 0 else replace(s, messages=shuffled(s.messages, seeds[i]))
+               for i, s in enumerate(out)]
+    return out
+
+
+def shuffled(messages: tuple[dict[str, str], ...], seed: int) -> tuple[dict[str, str], ...]:
+    """The example turns before the last user message in another order: the system
+    messages first stay first, the question last; anything but plain (user, assistant)
+    pairs in between is left as it is."""
+    head = 0
+    while head < len(messages) and messages[head]["role"] == "system":
+        head += 1
+    body, last = messages[head:-1], messages[-1:]
+    if not last or last[0]["role"] != "user" or len(body) < 4 or len(body) % 2 or any(
+            m["role"] != ("user", "assistant")[i % 2] for i, m in enumerate(body)):
+        return messages
+    pairs = [body[i:i + 2] for i in range(0, len(body), 2)]
+    random.Random(seed).shuffle(pairs)
+    return messages[:head] + tuple(m for pair in pairs for m in pair) + last
 
 
 def question_of(sampling: Sampling) -> str:

@@ -154,6 +154,7 @@ class GenerateRequest:
     spread: float = 0.0     # candidates' temperatures spread evenly over temperature +- spread
     greedy: bool = False    # candidate 0 decodes greedily (temperature 0)
     quorum: bool = True     # majority-style votes end early once the leader cannot be overtaken
+    shuffle: bool = False   # each candidate but 0 sees the example turns in its own order
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> "GenerateRequest":
@@ -174,12 +175,14 @@ class GenerateRequest:
             spread=number(m, "temperature_spread", 0.0, 2.0, 0.0),
             greedy=field(m, "greedy", bool, False),
             quorum=field(m, "quorum", bool, True),
+            shuffle=field(m, "shuffle_examples", bool, False),
         )
 
     def to_map(self) -> dict[str, Any]:
         out = self.sampling.to_map()
         out.update(candidates=self.candidates, strategy=self.strategy, stream=self.stream,
-                   temperature_spread=self.spread, greedy=self.greedy, quorum=self.quorum)
+                   temperature_spread=self.spread, greedy=self.greedy, quorum=self.quorum,
+                   shuffle_examples=self.shuffle)
         for key in ("seed", "timeout_s", "model"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
