@@ -5,31 +5,37 @@ CONTRACT (the lead's; a helper fills in the body):
 `question` is the job's last user message (or prompt); a first line that repeats it is
 ignored. None when the text gives no short, extractable answer.
 
-Where the answer is looked for, first hit wins:
+First the lines at the start that echo the question are dropped (the question itself, its
+start cut short, the same question with other numbers, and after it its option lines).
+Then the answer is looked for; the first rule that finds one wins:
 1. an explicit marker, the last in the text: "The answer is X", "Answer: X", "Final answer:
-   X"; then "**X**" (the last bold span that is not a heading); then "... = X" on the last line;
-2. without one: "Yes"/"No" opening the text; a short first line (at most 6 words, 60
-   characters: "Paris", "19", "B) Mars", "The capital of France is Paris."); for a question
-   about numbers, the last number of the text that the question does not itself contain.
+   X", "The answer to ... is X"; else the last bold span "**X**" that is not a heading;
+   else "... = X" on the last line;
+2. without one, only the text before any question it goes on to ask ("What is 8 - 2?"):
+   "Yes"/"No" opening it; for a yes/no question, a short clause made of the question's own
+   words ("7 is a prime number." -> yes; with "not" -> no); an option letter opening it;
+   for a question about numbers, the last number the question does not itself hold (or a
+   short first clause with one number in it: "The sale price is $25."); else a short first
+   line (at most 6 words, 60 characters).
 Long prose with none of these gives None: the vote then uses similarity.
 
 Inside the span found: an option letter ("B", "(b)", "C) 42") gives OPTION; yes/no (or
-true/false) gives YESNO; a number gives NUMBER; else a short span gives LINE. Where the
-question lists options ("A) Venus" lines), an answer equal to an option's text is that
-option's letter, so "Mars" and "B" agree.
+true/false) gives YESNO; a number gives NUMBER (an unevaluated "100 - 37" gives None);
+else a short span gives LINE. Where the question lists options ("A) Venus" lines), an
+answer equal to an option's text is that option's letter, so "Mars" and "B" agree.
 
 Canonical values, what votes and the benchmark compare through `key`:
-- NUMBER: a plain decimal without trailing zeros: "1,250 km" -> "1250", "12.0" -> "12",
-  "$1,200.50" -> "1200.5", "3/4" and "¾" -> "0.75", "−3" (U+2212) -> "-3", "twelve" -> "12"
-  (words zero to twenty, the tens and "twenty-one" forms). Units are dropped, and so is a
-  percent sign: "75%", "75 percent" and "75" are all "75", because the question fixes the
-  unit ("What percent of 200 is 50?" is answered "25" as often as "25%"), while "0.75" stays
-  apart from "75%" (reading 0.75 as 75% would also merge "0.5 kg" with "50 g"-style slips).
-  "1 250" (a space as thousands separator) is two numbers: a space also separates lists.
+- NUMBER: broker/extract_numbers.py. Units are dropped, and so is a percent sign: "75%",
+  "75 percent" and "75" are all "75", because the question fixes the unit ("What percent
+  of 200 is 50?" is answered "25" as often as "25%"); "0.75" stays apart from "75%"
+  (reading 0.75 as 75% would merge slips of a factor 100). "1 250" (a space as thousands
+  separator) is two numbers: a space also separates lists.
 - OPTION: the upper-case letter A-E. YESNO: "yes" or "no".
 - LINE: the answer's words in lower case, without punctuation, articles, filler ("is",
-  "it", ...) and words the question already has: "The capital of France is Paris." asked
-  "What is the capital of France?" gives "paris", as does a bare "Paris".
+  "it's") and hedges ("I think"), and without words the question already has: asked "What
+  is the capital of France?", "The capital of France is Paris." gives "paris", as does a
+  bare "Paris". Where only the question's words are left, the words after its last "is"
+  ("The opposite of early is early." -> "early"). Only hedges ("I'm not sure") give None.
 
 The work is bounded whatever a peer sends: only the first line's head (HEAD_CHARS) and the
 last TAIL_CHARS characters are read, and every pattern is linear (no nested repeats).
@@ -39,13 +45,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation, localcontext
+
+from broker import extract_numbers as num
 
 NUMBER, OPTION, YESNO, LINE = "number", "option", "yesno", "line"
 
 HEAD_CHARS, TAIL_CHARS = 512, 4096
 LINE_WORDS, LINE_CHARS = 6, 60       # at most this long is a "short" answer line
-DECIMALS = 6                         # a fraction's value is rounded to this many places
+LOOSE_WORDS = 40                     # a longer text needs arithmetic for its last number
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,32 +69,29 @@ class Extracted:
 _UNICODE = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2044": "/", "\u2215": "/",
                           "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u200b": "",
                           "\u00bd": "1/2", "\u00bc": "1/4", "\u00be": "3/4",
-                          "\u2153": "1/3", "\u2154": "2/3",
+                          "\u2153": "1/3", "\u2154": "2/3", "\u2019": "'",
                           **{0xFF10 + d: str(d) for d in range(10)}})
-_SMALL = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-          "fourteen fifteen sixteen seventeen eighteen nineteen twenty").split()
-_TENS = {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-         "ninety": 90}
-_WORD_VALUES = {**{w: i for i, w in enumerate(_SMALL)}, **_TENS, "twenty": 20}
-_UNITS = "one|two|three|four|five|six|seven|eight|nine"
-_WORD_NUMBER = re.compile(
-    rf"\b(?:(?:twenty|{'|'.join(_TENS)})(?:[- ](?:{_UNITS}))?|{'|'.join(_SMALL)})\b", re.I)
-# one number token: sign, currency, digits with optional thousands groups, decimals, an
-# optional fraction part and an optional percent; digits never follow a letter ("H2O")
-_NUM = re.compile(r"(?<![\w.,/])(-)?[$€£]?(\d{1,3}(?:,\d{3})+|\d{1,30})(\.\d{1,30})?"
-                  r"(?:/(\d{1,30}))?(?!\d)(\s?%|\s(?:percent|per cent)\b)?", re.I)
-_MARKER = re.compile(r"\b(?:final\s+)?answer\s*(?:is\s*:?|:|=|would\s+be|will\s+be)[ \t]*",
-                     re.I)
+_MARKER = re.compile(r"\b(?:final\s+)?answer(?:\s+to\s[^.:\n]{1,40}?)?"
+                     r"\s*(?:is\s*:?|:|=|would\s+be|will\s+be)[ \t]*", re.I)
 _BOLD = re.compile(r"\*\*([^*\n]{1,80})\*\*")
 _OPTION = re.compile(r"\(?\b([A-E])(?:\)|\.(?!\w)|:|\s*$)|\(([A-Ea-e])\)|^([a-e])\)")
 _YESNO = re.compile(r"(yes|no|true|false)\b", re.I)
+_YESNO_Q = re.compile(r"\s*(?:is|are|am|was|were|can|could|do|does|did|will|would|should|"
+                      r"has|have|had)\b", re.I)
 _BULLET = re.compile(r"^[-*#>]+\s+")
+_LISTED = re.compile(r"^\d{1,2}[.)]\s+", re.M)
 _CUT = re.compile(r"[.!?;](?=\s|$)|,\s|\n")
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_ASKS = re.compile(r"\?(?=\s|$)")
+_IS = re.compile(r".*\b(?:is|are|was|were)\b")
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 _Q_OPTION = re.compile(r"^\s*\(?([A-E])[).:]\s*(.+?)\s*$", re.M)
 _NUMERIC_Q = re.compile(r"\d|how (?:many|much|far|long|old)|percent|average|total", re.I)
-_FILLER = frozenset("a an the is are was were it its it's that this answer be of to in "
-                    "called named so".split())
+_FILLER = frozenset("a an the is are am was were be it its it's that this these answer of "
+                    "to in called named so".split())
+_HEDGES = frozenset("i i'm im i've me my you not sure don't dont know think guess maybe "
+                    "perhaps sorry hello hi hey well got really just".split())
+_NEGATIONS = frozenset("not no never cannot can't isn't aren't don't doesn't won't wasn't "
+                       "didn't".split())
 
 
 def extract(text: str, question: str = "") -> Extracted | None:
@@ -112,23 +116,36 @@ def _bounded(text: str) -> list[str]:
     return [s for s in (line.strip() for line in _clean(text).split("\n")) if s]
 
 
-def _norm_words(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
 
 
 def _drop_echo(lines: list[str], question: str) -> list[str]:
-    """Lines at the start that repeat the question (and, after it, its option lines)."""
-    q = _norm_words(question)
-    if not q:
+    """The lines after those at the start that repeat the question."""
+    if not question.strip():
         return lines
-    q_lines = {_norm_words(line) for line in question.split("\n")} - {""}
+    stem = next(line for line in question.split("\n") if line.strip())
+    forms = (" ".join(_words(question)), " ".join(_words(stem)))
+    stem_words = {w for w in _words(stem) if not w.isdigit()}
+    restates = not _YESNO_Q.match(question)  # else "7 is a prime number." answers it
+    options = {" ".join(_words(f"{k}) {v}")) for k, v in _Q_OPTION.findall(question)}
+    q_lines = {" ".join(_words(line)) for line in question.split("\n")} | options
     dropped = 0
-    while dropped < len(lines) - 1:  # the last line stays: it may be the answer
-        line = _norm_words(lines[dropped].strip("*#> "))
-        asks = lines[dropped].rstrip("*").endswith("?") and line and (line in q or q in line)
-        if not (line == q or asks or (dropped and line in q_lines)):
+    for line in lines:
+        norm = " ".join(_words(line))
+        said = {w for w in norm.split() if not w.isdigit()}
+        asks = line.rstrip("*").endswith("?")
+        # the question again, perhaps with other numbers: only its words, most of them
+        again = len(said) >= 3 and said <= stem_words and (asks or restates) and \
+            len(said) >= (0.5 if asks else 0.8) * len(stem_words)
+        echo = norm and (norm in forms or (len(said) >= 3 and forms[0].startswith(norm))
+                         or (asks and forms[1] in norm) or again
+                         or (dropped and norm in q_lines))
+        if not echo:
             break
         dropped += 1
+    if dropped == len(lines) and " ".join(_words(lines[-1])) in options:
+        dropped -= 1  # "...D) Saturn\n\nB) Mars": the last option line is the answer
     return lines[dropped:]
 
 
@@ -137,16 +154,14 @@ def _from_marker(lines: list[str], question: str) -> Extracted | None:
     plain = text.replace("**", "").replace("`", "")
     marks = list(_MARKER.finditer(plain))
     if marks:
-        span = plain[marks[-1].end():].lstrip("\n")
-        found = _classify(_first_clause(span), question)
+        found = _classify(_first_clause(plain[marks[-1].end():].lstrip("\n")), question)
         if found:
             return found
-    for bold in reversed(_BOLD.findall(text)):
-        if not bold.rstrip().endswith(":"):
-            return _classify(bold, question)
-    if "=" in lines[-1]:
-        return _classify(_first_clause(lines[-1].rsplit("=", 1)[1]), question)
-    return None
+    bold = [b for b in _BOLD.findall(text) if not b.rstrip().endswith(":")]
+    found = _classify(bold[-1], question) if bold else None
+    if not found and "=" in lines[-1]:
+        found = _classify(_first_clause(lines[-1].rsplit("=", 1)[1]), question)
+    return found
 
 
 def _first_clause(span: str) -> str:
@@ -155,19 +170,61 @@ def _first_clause(span: str) -> str:
 
 
 def _from_loose(lines: list[str], question: str) -> Extracted | None:
-    first = _BULLET.sub("", lines[0].replace("**", ""))
+    """An answer without a marker, read from the text before any question it asks."""
+    text = "\n".join(lines)
+    listing = len(_LISTED.findall(text)) >= 2  # "1. A student is given 1500 ..."
+    text = _before_asking(_LISTED.sub("", text) if listing else text)
+    if not text:
+        return None
+    first = _BULLET.sub("", text.split("\n", 1)[0].replace("**", ""))
     yes_no = _YESNO.match(first)
     if yes_no and yes_no.group(1).lower() in ("yes", "no"):
         return Extracted(YESNO, yes_no.group(1).lower(), yes_no.group(1))
     short = _short(first) and not first.endswith(":")
-    option = _OPTION.match(first) if short else None
-    if option:
-        return _classify(first, question)
+    found = _restated(first, question) or (_classify(first, question)
+                                           if short and _OPTION.match(first) else None)
+    if found:
+        return found
     if _NUMERIC_Q.search(question) if question else any(map(str.isdigit, first)):
-        found = _last_number("\n".join(lines), _numbers_in(question))
-        if found or not (short and len(_WORD.findall(first)) <= 2):
-            return found  # a lone "42" may still be a number the question holds
+        return _loose_number(text, first, question, listing)
     return _classify(_first_clause(first) or first, question) if short else None
+
+
+def _before_asking(text: str) -> str:
+    """The text before the first sentence that asks a question."""
+    asks = _ASKS.search(text)
+    if asks is None:
+        return text
+    start = max(text.rfind(mark, 0, asks.start()) for mark in ".!\n")
+    return text[:start + 1].strip()
+
+
+def _loose_number(text: str, first: str, question: str, listing: bool) -> Extracted | None:
+    """The last number the question does not hold, in a short or arithmetic text; else
+    the one number of a short first clause ("The sale price is $25.", "100")."""
+    arithmetic = "=" in text or num.is_expression(text)
+    if arithmetic or (len(_words(text)) <= LOOSE_WORDS and not listing):
+        found = num.last_number(text, set(num.values(question)))
+        if found:
+            return Extracted(NUMBER, *found)
+    clause = _first_clause(first) or first
+    if _short(clause) and len(num.values(clause)) == 1:
+        return _classify(clause, question)
+    if any(map(str.isdigit, first)) or not _short(first):
+        return None
+    return _classify(first, question)  # a number question answered in words: "a dozen"
+
+
+def _restated(first: str, question: str) -> Extracted | None:
+    """A yes/no question answered by a clause of its own words: "7 is a prime number."."""
+    if not _YESNO_Q.match(question):
+        return None
+    clause = _first_clause(first)
+    said = _words(clause)
+    known = set(_words(question)) | _FILLER | _NEGATIONS | {"they", "it", "he", "she"}
+    if not 3 <= len(said) <= 10 or not set(said) <= known:
+        return None
+    return Extracted(YESNO, "no" if _NEGATIONS & set(said) else "yes", clause)
 
 
 def _short(line: str) -> bool:
@@ -187,77 +244,29 @@ def _classify(span: str, question: str) -> Extracted | None:
     if yes_no:
         word = yes_no.group(1).lower()
         return Extracted(YESNO, {"true": "yes", "false": "no"}.get(word, word), yes_no.group(1))
-    number = _first_number(span.rsplit("=", 1)[-1])
-    if number:
-        return number
-    if _short(span):
-        value = _line_value(span, question)
-        return Extracted(LINE, value, span.rstrip(".!?")) if value else None
-    return None
+    result = span.rsplit("=", 1)[-1]
+    if num.is_expression(result):
+        return None
+    found = num.first_number(result)
+    if found:
+        return Extracted(NUMBER, *found)
+    value = _line_value(span, question) if _short(span) else ""
+    return Extracted(LINE, value, span.rstrip(".!?")) if len(value) > 1 else None
 
 
 def _line_value(span: str, question: str) -> str:
-    words = [w.replace("’", "'") for w in _WORD.findall(span.lower())]
-    asked = set(_WORD.findall(_Q_OPTION.sub("", question).lower()))
-    kept = [w for w in words if w not in _FILLER and w not in asked]
-    return " ".join(kept or [w for w in words if w not in _FILLER] or words)
-
-
-def _first_number(span: str) -> Extracted | None:
-    match = _NUM.search(span)
-    if match:
-        value = _number_value(match)
-        if value is not None:
-            return Extracted(NUMBER, value, _shown(span, match))
-    word = _WORD_NUMBER.search(span)
-    if word and word.start() == len(span) - len(span.lstrip()):
-        return Extracted(NUMBER, _word_value(word.group(0)), word.group(0))
-    return None
-
-
-def _shown(span: str, match: re.Match) -> str:
-    """The number as written, with a unit word right after it ("1,250 km")."""
-    unit = re.match(r"\s?[^\W\d_]{1,12}\b", span[match.end():match.end() + 14])
-    return (match.group(0) + (unit.group(0) if unit else "")).strip()
-
-
-def _word_value(words: str) -> str:
-    return str(sum(_WORD_VALUES[w] for w in re.split(r"[- ]", words.lower()) if w))
-
-
-def _number_value(match: re.Match) -> str | None:
-    sign, whole, decimals, denominator, _percent = match.groups()
-    try:
-        value = Decimal((sign or "") + whole.replace(",", "") + (decimals or ""))
-        if denominator is not None and not decimals and int(denominator) != 0:
-            with localcontext() as ctx:
-                ctx.prec = 40
-                value = (value / Decimal(denominator)).quantize(Decimal(1).scaleb(-DECIMALS))
-    except (InvalidOperation, ValueError):
-        return None
-    return _canonical(value)
-
-
-def _canonical(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "0") else text
-
-
-def _numbers_in(question: str) -> set[str]:
-    values = (_number_value(m) for m in _NUM.finditer(question))
-    return {v for v in values if v is not None}
-
-
-def _last_number(text: str, skip: set[str]) -> Extracted | None:
-    last = None
-    for match in _NUM.finditer(text):
-        value = _number_value(match)
-        if value is not None and value not in skip:
-            last = (match, value)
-    if last is None:
-        return None
-    match, value = last
-    return Extracted(NUMBER, value, _shown(text, match))
+    """A short answer's own words: no filler, no hedges, none the question already has."""
+    content = [w for w in _words(span) if w not in _FILLER]
+    if not content or set(content) <= _HEDGES:
+        return ""
+    content = [w for w in content if w == "not" or w not in _HEDGES]
+    asked = set(_words(_Q_OPTION.sub("", question)))
+    kept = [w for w in content if w not in asked]
+    if kept and kept != ["not"]:
+        return " ".join(kept)
+    after_is = _IS.match(span.lower())
+    tail = [w for w in _words(span[after_is.end():]) if w not in _FILLER] if after_is else []
+    return " ".join(tail or content)
 
 
 def _as_option(found: Extracted, question: str) -> Extracted:
@@ -265,9 +274,8 @@ def _as_option(found: Extracted, question: str) -> Extracted:
     if found.kind not in (NUMBER, LINE) or "\n" not in question:
         return found
     for letter, option in _Q_OPTION.findall(question):
-        number = _first_number(option) if found.kind == NUMBER else None
-        same = (number.value == found.value if number and _short(option)
-                else _line_value(option, question) == found.value)
+        number = num.first_number(option) if found.kind == NUMBER and _short(option) else None
+        same = number[0] == found.value if number else _line_value(option, question) == found.value
         if same:
             return Extracted(OPTION, letter, found.shown)
     return found
