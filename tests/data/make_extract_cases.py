@@ -3,8 +3,9 @@
 Runs Gemma 3 270M through the worker's own llama.cpp backend (the prompt and stops a
 candidate gets) over varied short questions at
 temperatures 0, 0.7 and 1.0, with and without few-shot turns, and writes each text with
-its question. Labels ("expected": {"kind", "value"} or null) are written by hand into the
-JSON afterwards; a rerun keeps the labels of cases whose text did not change.
+its question. Labels ("expected": {"kind", "value"} or null, and "known_miss": why
+extraction reads it otherwise) are written by hand into the JSON afterwards; a rerun keeps
+the labels of cases whose text did not change.
 
     .venv/bin/python tests/data/make_extract_cases.py
 """
@@ -82,7 +83,8 @@ def main() -> None:
     from worker.model_files import bundled_model
     backend = LlamaCppBackend(bundled_model(progress=False), n_ctx=1024)
     old = json.loads(OUT.read_text()) if OUT.exists() else []
-    labels = {(c["question"], c["text"]): c["expected"] for c in old if "expected" in c}
+    labels = {(c["question"], c["text"]): {k: c[k] for k in ("expected", "known_miss") if k in c}
+              for c in old}
     cases = []
     with click.progressbar(QUESTIONS, label="Asking the bundled model", file=None) as bar:
         for qi, question in enumerate(bar):
@@ -91,8 +93,7 @@ def main() -> None:
                     text = generate(backend, question, temperature, few_shot, seed=qi)
                     case = {"question": question, "temperature": temperature,
                             "few_shot": few_shot, "text": text}
-                    if (question, text) in labels:
-                        case["expected"] = labels[(question, text)]
+                    case.update(labels.get((question, text), {}))
                     cases.append(case)
     OUT.write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n")
     click.echo(f"{len(cases)} cases written to {OUT}")
