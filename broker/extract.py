@@ -9,7 +9,7 @@ First the lines at the start that echo the question are dropped (the question it
 start cut short, the same question with other numbers, and after it its option lines).
 Then the answer is looked for; the first rule that finds one wins:
 1. an explicit marker, the last in the text: "The answer is X", "Answer: X", "Final answer:
-   X", "The answer to ... is X"; else the last bold span "**X**" that is not a heading;
+   X", "The answer to ... is X", "Option (b)"; else the last bold span "**X**" that is not a heading;
    else "... = X" on the last line;
 2. without one, only the text before any question it goes on to ask ("What is 8 - 2?"):
    "Yes"/"No" opening it; for a yes/no question, a short clause made of the question's own
@@ -71,8 +71,10 @@ _UNICODE = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2044": "/", "\u2215":
                           "\u00bd": "1/2", "\u00bc": "1/4", "\u00be": "3/4",
                           "\u2153": "1/3", "\u2154": "2/3", "\u2019": "'",
                           **{0xFF10 + d: str(d) for d in range(10)}})
-_MARKER = re.compile(r"\b(?:final\s+)?answer(?:\s+to\s[^.:\n]{1,40}?)?"
-                     r"\s*(?:is\s*:?|:|=|would\s+be|will\s+be)[ \t]*", re.I)
+_MARKER = re.compile(r"\b(?:(?:final\s+)?answer(?:\s+to\s[^.:\n]{1,40}?)?"
+                     r"\s*(?:is\s*:?|:|=|would\s+be|will\s+be)|option\s*[:=]?(?=\s*\(?[a-e]\b))"
+                     r"[ \t]*", re.I)
+_LONE = re.compile(r"\(?([A-Ea-e])\)?[.!]?")  # after a marker, "b" alone is an option too
 _BOLD = re.compile(r"\*\*([^*\n]{1,80})\*\*")
 _OPTION = re.compile(r"\(?\b([A-E])(?:\)|\.(?!\w)|:|\s*$)|\(([A-Ea-e])\)|^([a-e])\)")
 _YESNO = re.compile(r"(yes|no|true|false)\b", re.I)
@@ -154,7 +156,9 @@ def _from_marker(lines: list[str], question: str) -> Extracted | None:
     plain = text.replace("**", "").replace("`", "")
     marks = list(_MARKER.finditer(plain))
     if marks:
-        found = _classify(_first_clause(plain[marks[-1].end():].lstrip("\n")), question)
+        span = _first_clause(plain[marks[-1].end():].lstrip("\n")).strip()
+        lone = _LONE.fullmatch(span)
+        found = Extracted(OPTION, lone[1].upper(), span) if lone else _classify(span, question)
         if found:
             return found
     bold = [b for b in _BOLD.findall(text) if not b.rstrip().endswith(":")]

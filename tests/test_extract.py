@@ -166,3 +166,12 @@ def test_any_text_gives_an_answer_or_none(text, question):
 def test_written_integers_keep_their_value(n, form):
     found = extract(f"The answer is {form.format(n)}.", "How many?")
     assert found.key == f"number:{n}" or (form.startswith("$") and n < 0)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("option: b", "option:B"), ("Option (B)", "option:B"), ("answer is B", "option:B"),
+    ("Answer: A", "option:A"), ("The answer is (C) because of 42", "option:C"),
+    ("The answer is a dog.", "line:dog"), ("Another option is to walk there slowly and carefully.", None),
+])
+def test_options_after_a_marker_may_be_lower_case(text, want):
+    assert key(extract(text)) == want
