@@ -111,10 +111,10 @@ def test_the_final_explains_each_candidate_its_answer_group_score_and_who_agreed
     (final,) = finals(s.sent())
     cands = final["candidates"]
     assert [c["group"] for c in cands] == [0, 0, 1, 0]
-    assert cands[0]["answer"] == "1,250" and cands[2]["answer"] == "900"
+    assert cands[0]["answer"] == "1,250 km" and cands[2]["answer"] == "900"
     assert cands[0]["agreed"] == [1, 3] and cands[2]["agreed"] == []
     assert [c["score"] for c in cands] == [0.75, 0.75, 0.25, 0.75]
-    assert final["vote"]["reason"] == "3 of 4 answers say 1,250"
+    assert final["vote"]["reason"] == "3 of 4 answers say 1,250 km"
     assert final["winner"]["cand"] == 0  # the tie inside the group: fastest
 
 

@@ -22,8 +22,8 @@ def answers(*texts: str, latency_s: float = 1.0) -> list[Answer]:
     ("It costs 3.5 dollars", "number:3.5"),
     ("The answer is (C) because of 42", "option:C"),
     ("option: b", "option:B"),
-    ("  Paris!  ", "text:paris"),
-    ("PARIS", "text:paris"),
+    ("  Paris!  ", "line:paris"),
+    ("PARIS", "line:paris"),
 ])
 def test_answer_key_extracts_option_then_final_number_then_text(text, key):
     assert answer_key(text) == key
@@ -99,7 +99,7 @@ def test_empty_answers_lose_to_non_empty_ones(strategy):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_single_answer_wins(strategy):
-    v = vote(strategy, [Answer(7, "only", 2.0, 0.3)])
+    v = vote(strategy, [Answer(7, "only this one answer came back in time", 2.0, 0.3)])
     assert v.winner == 7 and v.method == METHOD.get(strategy, strategy)
 
 
@@ -118,7 +118,8 @@ def test_auto_takes_majority_over_short_extractable_answers_and_says_so():
 
 
 def test_auto_takes_similarity_over_free_form_answers_and_says_so():
-    v = vote("auto", answers("the cat sat on the mat", "the cat sat on a mat", "a dog barked"))
+    v = vote("auto", answers("the cat sat on the mat all day long",  # longer than a short line
+                             "the cat sat on a mat all day long", "a dog barked at a man in a car"))
     assert v.method == "similarity" and v.winner == 1
     assert v.reason.startswith("auto chose similarity (free-form answers): closest to the others")
     assert v.agreed[1] == (0,) and v.groups == {0: 0, 1: 0, 2: 1}
