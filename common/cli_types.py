@@ -13,6 +13,7 @@ from common.errors import ConfigError
 from common.mdns import DEFAULT_SWARM, check_swarm
 
 BROKER_ENV = "SWARM_BROKER"  # swarm-ask and swarm-worker read the broker address from it
+SWARM_ENV = "SWARM_NAME"     # the three programs read --swarm from it
 
 
 class FiniteFloat(click.ParamType):
@@ -94,7 +95,7 @@ def mdns_options(f):
     f = click.option("--no-mdns", "no_mdns", is_flag=True,
                      help="Neither advertise nor look for anything on mDNS.")(f)
     return click.option("--swarm", default=DEFAULT_SWARM, show_default=True,
-                        callback=_swarm_name, metavar="NAME",
+                        envvar=SWARM_ENV, callback=_swarm_name, metavar="NAME",
                         help="The swarm to join: mDNS keeps swarms on one network apart.")(f)
 
 

@@ -22,10 +22,13 @@ FAST_HB = "0.2"  # injected heartbeat interval: failures show within 0.6 s
 
 @pytest.fixture(scope="session", autouse=True)
 def _loopback_mdns_and_own_state(tmp_path_factory):
-    """Every program a test starts keeps mDNS on loopback and its machine id in a scratch
-    directory, never the user's."""
-    saved = {k: os.environ.get(k) for k in ("SWARM_MDNS_INTERFACES", "SWARM_STATE_DIR")}
+    """Every program a test starts keeps mDNS on loopback, in a swarm of its own, and its
+    machine id in a scratch directory, never the user's."""
+    saved = {k: os.environ.get(k) for k in ("SWARM_MDNS_INTERFACES", "SWARM_STATE_DIR",
+                                            "SWARM_NAME")}
     os.environ["SWARM_MDNS_INTERFACES"] = "127.0.0.1"
+    # a swarm of this run's own: two test runs at once (or a user's swarm) never meet
+    os.environ["SWARM_NAME"] = f"test-{os.getpid()}"
     os.environ["SWARM_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
     yield
     for key, value in saved.items():
