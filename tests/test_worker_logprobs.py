@@ -16,7 +16,7 @@ import pytest
 from common.bodies import MIN_LOGPROB, Outcome, Sampling, Task
 from worker.backend import LlamaCppBackend, _extra_buffers
 from worker.cpu_probe import extra_buffers_work
-from worker.logprobs import MeanLogprob, token_logprob
+from worker.logprobs import MeanLogprob, TokenLog, token_logprob
 
 PROMPT = "The capital of France is"
 TOLERANCE = 1e-3
@@ -47,6 +47,24 @@ def test_the_mean_is_none_without_tokens_and_kept_within_the_wire_range():
     rounding = MeanLogprob()
     rounding.add(1e-9)  # a certain token, a hair above 0 after float rounding
     assert rounding.mean() == 0.0
+
+
+def test_a_stop_met_in_lagging_text_is_credited_to_the_token_that_completed_it():
+    # Given four tokens writing "a", "b", "c", "d", whose detokenizer released "b" only
+    # with the third token
+    text = "abcd"
+    made = TokenLog()
+    for token, logprob, part in ((1, -1.0, "a"), (2, -2.0, ""), (3, -6.0, "bc"), (4, -8.0, "d")):
+        made.add(token, logprob, part)
+
+    def decode(tokens: list[int]) -> str:
+        return text[:len(tokens)]
+
+    # Then a stop "ab" counts the first two tokens, "bc" three, and no stop all four
+    assert made.meter(decode, ("ab",)).mean() == -1.5
+    assert made.meter(decode, ("zz", "bc")).mean() == -3.0
+    assert made.meter(decode).mean() == -4.25
+    assert TokenLog().meter(decode, ("ab",)).mean() is None
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,41 @@ class MeanLogprob:
             log.warning("logprob not reported: the model's scores were not numbers")
             return None
         return min(0.0, max(MIN_LOGPROB, mean))
+
+
+class TokenLog:
+    """An answer's tokens as they stream, each with its log-probability and the text it
+    released, for a backend whose text may lag its tokens: mlx-lm's streaming detokenizer
+    holds a split character back, and a SentencePiece one a whole word. A stop string met in
+    the text is then credited to the token that completed it, not to the one that released it."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.logprobs: list[float] = []
+        self.parts: list[str] = []
+
+    def add(self, token: int, logprob: float, text: str) -> None:
+        self.tokens.append(token)
+        self.logprobs.append(logprob)
+        self.parts.append(text)
+
+    def meter(self, decode: Callable[[list[int]], str], stops: Sequence[str] = ()) -> MeanLogprob:
+        """The tokens up to the one that completed the first stop string met (all if none),
+        counted; `decode` is the tokenizer's."""
+        meter = MeanLogprob()
+        for logprob in self.logprobs[:self._through_stop(decode, stops)]:
+            meter.add(logprob)
+        return meter
+
+    def _through_stop(self, decode: Callable[[list[int]], str], stops: Sequence[str]) -> int:
+        text = "".join(self.parts)
+        ends = [text.index(stop) + len(stop) for stop in stops if stop in text]
+        made = len(self.tokens)
+        if ends:
+            end = min(ends)
+            while made > 1 and len(decode(self.tokens[:made - 1])) >= end:
+                made -= 1
+        return made
 
 
 def token_logprob(logits: np.ndarray, token: int, buffer: np.ndarray | None = None) -> float:
