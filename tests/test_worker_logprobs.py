@@ -14,6 +14,10 @@ import numpy as np
 import pytest
 
 from common.bodies import MIN_LOGPROB, Outcome, Sampling, Task
+from common.codec import pack, unpack
+from common.messages import Ready, WorkerRequest
+from tests.conftest import run
+from tests.test_worker_session import next_msg, session
 from worker.backend import LlamaCppBackend, _extra_buffers
 from worker.cpu_probe import extra_buffers_work
 from worker.logprobs import MeanLogprob, TokenLog, token_logprob
@@ -207,3 +211,31 @@ def test_chat_answers_and_forced_calls_report_one_too(llm):
     assert answer.finish_reason == "stop"
     for outcome in (answer, call):
         assert outcome.logprob is not None and MIN_LOGPROB < outcome.logprob <= 0
+
+
+@pytest.mark.model
+def test_the_workers_final_carries_the_logprob_on_the_wire(ctx, llm):
+    """A real session on a raw ROUTER standing in for the broker, the real model behind it."""
+    def task(job: str, logprobs: bool) -> list[bytes]:
+        sampling = Sampling(prompt=PROMPT, max_tokens=6, temperature=0, logprobs=logprobs)
+        return WorkerRequest(b"client-1", (pack(Task(job, 0, 7, sampling).to_map()),)).to_frames()
+
+    async def final(router, identity: bytes, frames: list[bytes]) -> dict:
+        await router.send_multipart([identity, *frames])
+        while True:
+            _, msg = await next_msg(router, timeout_s=60.0)
+            if msg.final:
+                return unpack(msg.body[0])
+
+    async def body():
+        async with session(ctx, llm, liveness=1200) as (router, _):  # a silent "broker": 60 s
+            identity, ready = await next_msg(router)
+            assert isinstance(ready, Ready)
+            return (await final(router, identity, task("asked", True)),
+                    await final(router, identity, task("plain", False)))
+
+    asked, plain = run(body(), 90.0)
+    # Then the FINAL asked for it carries the mean, as the broker will decode it
+    assert asked["job"] == "asked" and isinstance(asked["logprob"], float)
+    assert Outcome.from_map(asked).logprob == asked["logprob"] <= 0
+    assert plain["job"] == "plain" and "logprob" not in plain
