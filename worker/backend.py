@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from common.bodies import CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Outcome, Sampling, Task
 from common.errors import ModelError
 from worker.cpu_probe import extra_buffers_work
+from worker.logprobs import MeanLogprob, watch_llama
 from worker.prompt import AnswerFilter, forced_call_schema, offer_tools, prompt_and_stops
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,9 @@ class Collector:
 
 
 def finished(task: Task, collected: Collector, finish: str, prompt_tokens: int,
-             completion_tokens: int, start: float) -> Outcome:
-    """The Outcome every backend returns: text, finish reason, usage and timings."""
+             completion_tokens: int, start: float, logprob: float | None = None) -> Outcome:
+    """The Outcome every backend returns: text, finish reason, usage, timings and, where
+    asked, the mean token log-probability (worker/logprobs.py)."""
     elapsed = time.perf_counter() - start
     first = collected.first
     gen_s = elapsed - ((first - start) if first else 0.0)
@@ -165,6 +167,7 @@ def finished(task: Task, collected: Collector, finish: str, prompt_tokens: int,
                  "ttft_s": round(first - start, 4) if first else None,
                  "tokens_per_s": (round(completion_tokens / gen_s, 2)
                                   if gen_s > 0 and completion_tokens else None)},
+        logprob=logprob if task.sampling.logprobs else None,
     )
 
 
@@ -215,9 +218,11 @@ class LlamaCppBackend:
         if prompt_tokens >= self.n_ctx:
             return too_long(task, prompt_tokens, self.n_ctx)
         collect = Collector(emit)
+        meter = MeanLogprob()
         self._cancelled = cancelled
         try:
-            finish = self._run(task, collect, cancelled)
+            with watch_llama(self.llm, meter if task.sampling.logprobs else None):
+                finish = self._run(task, collect, cancelled)
         except ValueError as e:  # llama-cpp-python's context check, for templated prompts
             if (m := _CONTEXT_ERROR.search(str(e))) is None:
                 raise
@@ -231,7 +236,7 @@ class LlamaCppBackend:
             self._cancelled = None
         text = collect.text()
         completion = len(self.llm.tokenize(text.encode(), add_bos=False)) if text else 0
-        return finished(task, collect, finish, prompt_tokens, completion, start)
+        return finished(task, collect, finish, prompt_tokens, completion, start, meter.mean())
 
     def _run(self, task: Task, emit: Emit, cancelled: threading.Event) -> str:
         """Stream the pieces to `emit`; the finish reason."""

@@ -22,6 +22,7 @@ from typing import Any
 from common.bodies import ERROR_REQUEST, Outcome, Task
 from common.errors import ModelError
 from worker.backend import Collector, Emit, finished, too_long
+from worker.logprobs import TokenLog
 from worker.prompt import AnswerFilter, offer_tools, prompt_and_stops
 
 log = logging.getLogger(__name__)
@@ -93,15 +94,18 @@ class MlxBackend:
             return too_long(task, len(tokens), self.n_ctx)
         collect = Collector(emit)
         answer = AnswerFilter(stops, strip_labels=self._uses_transcript(task))
+        made = TokenLog()
         try:
-            finish, completion = self._run(task, tokens, answer, collect, cancelled)
+            finish, completion = self._run(task, tokens, answer, collect, cancelled, made)
         except _Cancelled:
             finish, completion = "cancelled", 0
-        return finished(task, collect, finish, len(tokens), completion, start)
+        logprob = made.meter(self.tokenizer.decode, stops).mean()
+        return finished(task, collect, finish, len(tokens), completion, start, logprob)
 
     def _run(self, task: Task, tokens: list[int], answer: AnswerFilter, emit: Emit,
-             cancelled: threading.Event) -> tuple[str, int]:
-        """Stream the answer to `emit`; (finish reason, tokens generated)."""
+             cancelled: threading.Event, made: TokenLog) -> tuple[str, int]:
+        """Stream the answer to `emit`, logging each token in `made` where its log-probability
+        is asked (mlx-lm's own log-softmax of the raw logits); (finish reason, tokens generated)."""
         def check_cancel(_done: int, _total: int) -> None:
             if cancelled.is_set():
                 raise _Cancelled
@@ -116,6 +120,8 @@ class MlxBackend:
             for step in stream:
                 # mlx-lm's last step repeats the end-of-text token it counted: not part of the answer
                 completion = step.generation_tokens - (step.finish_reason == "stop")
+                if s.logprobs and step.finish_reason != "stop":
+                    made.add(step.token, step.logprobs[step.token].item(), step.text)
                 if piece := answer.feed(step.text):
                     emit(piece)
                 if answer.stopped:
