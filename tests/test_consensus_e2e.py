@@ -78,3 +78,11 @@ def test_spread_and_greedy_reach_the_workers(pair):
     out = generate(pair, "What is the capital of France?", candidates=3, strategy="similarity",
                    temperature=1.0, spread=0.5, greedy=True, seed=3)
     assert out["candidates"][0]["text"] == greedy["winner"]["text"]
+
+
+def test_confidence_weighs_the_workers_own_logprobs(solo):
+    out = generate(solo, "What is the capital of France?", candidates=2, strategy="confidence",
+                   temperature=1.0, seed=5)
+    logprobs = [c["logprob"] for c in out["candidates"]]
+    assert all(isinstance(lp, float) and -20 < lp <= 0 for lp in logprobs), logprobs
+    assert out["vote"]["method"] == "confidence" and "of the confidence" in out["vote"]["reason"]
