@@ -29,6 +29,9 @@ from worker.launch import prepare
 from worker.policy import Requested
 
 EXIT_INTERRUPTED = 130
+# the per-job knobs default to the contract's own defaults (common/bodies.py), spelled once
+_JOB = {f.name: f.default for f in dataclasses.fields(GenerateRequest)}
+_SAMPLING = {f.name: f.default for f in dataclasses.fields(Sampling)}
 MDNS_LOOK_S = 3.0  # how long swarm-ask looks for a broker on mDNS
 
 
@@ -79,11 +82,25 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @click.option("--candidates", "-k", type=click.IntRange(1, MAX_CANDIDATES), default=3,
               show_default=True, help="Answers to gather; candidate i uses seed + i.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
-              help="How the winner is chosen (first: the fastest, streamed as it is written).")
+              help="How the winner is chosen (auto: majority over the extracted answers where "
+                   "they are short, else similarity; first: the fastest, streamed as it is "
+                   "written).")
 @click.option("--max-tokens", "-n", type=click.IntRange(1, MAX_TOKENS), default=128,
               show_default=True, help="Most tokens each candidate may write.")
 @click.option("--temperature", type=FiniteFloat(0.0, 2.0), default=0.7, show_default=True,
               help="Sampling temperature (0: greedy).")
+@click.option("--top-p", type=FiniteFloat(0.0, 1.0), default=_SAMPLING["top_p"],
+              show_default=True, help="Nucleus sampling: draw from the smallest set of tokens "
+                                      "whose probability reaches this (1: all).")
+@click.option("--temperature-spread", "spread", type=FiniteFloat(0.0, 2.0),
+              default=_JOB["spread"], show_default=True,
+              help="Spread the candidates' temperatures evenly over temperature +- this "
+                   "(clamped to 0..2).")
+@click.option("--greedy/--no-greedy", default=_JOB["greedy"], show_default=True,
+              help="Candidate 0 decodes greedily (temperature 0) among the sampled ones.")
+@click.option("--quorum/--no-quorum", default=_JOB["quorum"], show_default=True,
+              help="Majority-style votes end early once the leader cannot be overtaken "
+                   "(--no-quorum: every candidate finishes).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None,
               help="Base seed; candidate i uses seed + i.")
 @click.option("--timeout-s", type=seconds(), default=60.0, show_default=True,
@@ -103,7 +120,7 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @version_option("swarm-ask")
 @click.pass_context
 def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens, temperature,
-         seed, timeout_s, connect_timeout_s, raw, stop, as_json, peers, local, model_path,
+         top_p, spread, greedy, quorum, seed, timeout_s, connect_timeout_s, raw, stop, as_json, peers, local, model_path,
          instances, verbose):
     """Ask the swarm QUESTION (the words are joined; none: stdin, or a chat on a terminal)."""
     _check_usage(ctx, peers, local)
@@ -111,9 +128,11 @@ def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens
     if text is None and raw and not peers:
         raise click.UsageError("--raw needs a question")
     logs.setup(verbose, quiet=not verbose)
-    sampling = Sampling(prompt="", max_tokens=max_tokens, temperature=temperature, stop=tuple(stop))
+    sampling = Sampling(prompt="", max_tokens=max_tokens, temperature=temperature,
+                        stop=tuple(stop), top_p=top_p)
     template = GenerateRequest(sampling, candidates, strategy, seed, timeout_s,
-                               stream="winner" if as_json else "progress")
+                               stream="winner" if as_json else "progress", spread=spread,
+                               greedy=greedy, quorum=quorum)
     fallback = None
     if broker is None and not local:
         broker, fallback = _find_broker(swarm, no_mdns)

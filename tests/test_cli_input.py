@@ -192,3 +192,33 @@ def test_a_busy_http_port_is_one_sentence_and_exit_1():
                 "--http", f"127.0.0.1:{port}")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"cannot serve HTTP on 127.0.0.1:{port}" in r.stderr and "in use" in r.stderr
+
+
+# -- issue 8: the per-job knobs ------------------------------------------------------------
+
+def test_ask_maps_the_sampling_knobs_onto_the_job_and_defaults_to_the_contract(fake):
+    from common.bodies import GenerateRequest, Sampling
+    r = cli("swarm-ask", "--broker", fake.endpoint, "--top-p", "0.9",
+            "--temperature-spread", "0.4", "--greedy", "--no-quorum", "--strategy", "majority",
+            "Why?")
+    assert r.returncode == 0, r.stderr
+    body = fake.wait_for(F.SERVICE_GENERATE)[0].body
+    assert body["top_p"] == 0.9 and body["temperature_spread"] == 0.4
+    assert body["greedy"] is True and body["quorum"] is False
+    assert body["strategy"] == "majority"
+    # no knob given: the job carries the contract's defaults (common/bodies.py)
+    assert cli("swarm-ask", "--broker", fake.endpoint, "Why?").returncode == 0
+    body = fake.wait_for(F.SERVICE_GENERATE, 2)[1].body
+    job = GenerateRequest(Sampling())
+    assert (body["temperature_spread"], body["greedy"], body["quorum"], body["top_p"],
+            body["strategy"]) == (job.spread, job.greedy, job.quorum, job.sampling.top_p,
+                                  job.strategy)
+
+
+@pytest.mark.parametrize("args", [
+    ("--temperature-spread", "2.5"), ("--temperature-spread", "-0.1"),
+    ("--temperature-spread", "nan"), ("--top-p", "1.5"), ("--top-p", "inf"),
+])
+def test_ask_refuses_knobs_out_of_range(args):
+    assert_usage_error(cli("swarm-ask", "--broker", "tcp://127.0.0.1:1", *args, "hi"),
+                       args[0], "is not")  # out of range, not an unknown option
