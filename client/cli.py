@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Iterator
 
@@ -16,7 +17,9 @@ from rich.console import Console
 from client.chat import Messages, chat
 from client.client import CONNECT_TIMEOUT_S, SwarmClient
 from client.local import local_swarm_thread
-from client.render import Progress, Streamer, json_result, peer_lines, peers_table, summary
+from client.render import (Progress, Streamer, json_result, peer_lines, peers_table, plain,
+                           summary)
+from client.vote_table import WIDTH, vote_table
 from common import frames as F
 from common import logs
 from common.bodies import (DEFAULT_STRATEGY, MAX_CANDIDATES, MAX_TOKENS, STRATEGIES,
@@ -120,8 +123,8 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @version_option("swarm-ask")
 @click.pass_context
 def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens, temperature,
-         top_p, spread, greedy, quorum, seed, timeout_s, connect_timeout_s, raw, stop, as_json, peers, local, model_path,
-         instances, verbose):
+         top_p, spread, greedy, quorum, seed, timeout_s, connect_timeout_s, raw, stop, as_json,
+         peers, local, model_path, instances, verbose):
     """Ask the swarm QUESTION (the words are joined; none: stdin, or a chat on a terminal)."""
     _check_usage(ctx, peers, local)
     text = None if peers else _question(question, as_json)
@@ -196,12 +199,22 @@ def _answer(session: Session, question: str | Messages) -> str:
     request = dataclasses.replace(session.template, sampling=sampling)
     if session.as_json:
         result = asyncio.run(session.client.generate(request, request.timeout_s))
-        click.echo(json.dumps(json_result(result), indent=2))
+        click.echo(json.dumps(plain(json_result(result)), indent=2))
         return result["winner"]["text"]
     result = asyncio.run(_watched(session, request))
     if not session.chatting or session.verbose:
+        for line in vote_table(result, _stderr_width()):
+            click.echo(line, err=True)
         click.echo(summary(result), err=True)
     return result["winner"]["text"]
+
+
+def _stderr_width() -> int:
+    """The terminal's width where stderr is one (the table fits it), else the table's own."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # a pipe, a file, or no stderr at all
+        return WIDTH
 
 
 async def _watched(session: Session, request: GenerateRequest) -> dict:
@@ -227,7 +240,7 @@ async def _watched(session: Session, request: GenerateRequest) -> dict:
 async def _peers(client: SwarmClient, as_json: bool, timeout_s: float) -> None:
     status = await client.status(min(timeout_s, 10.0))
     if as_json:
-        click.echo(json.dumps(status["peers"], indent=2))
+        click.echo(json.dumps(plain(status["peers"]), indent=2))
     elif sys.stdout.isatty():
         peers_table(status["peers"], Console())
     else:
