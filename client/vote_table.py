@@ -17,7 +17,7 @@ from common.bodies import MAX_CANDIDATES
 
 WIDTH = 80          # the table never draws wider than this
 CELL = 40           # characters a cell keeps before the table fits it to its column
-ANSWER_TEXT = 24    # characters of a candidate's text shown where no answer was extracted
+ANSWER_TEXT = 22    # characters of a candidate's text shown where no answer was extracted
 MAX_ROWS = MAX_CANDIDATES  # a longer list is cut, with a line saying how many were left out
 COLUMNS = ("", "cand", "peer", "answer", "group", "score", "agreed", "time", "state")
 _MAX_WIDTHS = {"": 1, "peer": 14, "answer": 24, "agreed": 10, "state": 30}
@@ -62,9 +62,8 @@ def _agreed(x: Any) -> str:
 
 def _state(c: dict[str, Any]) -> str:
     state = clean(c.get("state"), 12) or ("done" if c.get("ok") is True else "failed")
-    error = clean(c.get("error"), CELL)
-    cancelled = state == "cancelled"  # not a failure: the vote no longer needed it
-    return f"{state}: {error}" if error and c.get("ok") is not True and not cancelled else state
+    error = clean(c.get("error"), CELL)  # why it failed, or why it was cancelled
+    return f"{state}: {error}" if error and c.get("ok") is not True else state
 
 
 def row(c: dict[str, Any], winner: int | None, votes: dict[str, Any]) -> tuple[str, ...]:
