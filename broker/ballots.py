@@ -13,10 +13,13 @@ import logging
 from concurrent.futures import Future
 from typing import Any
 
-from broker.jobs import DONE, Job
+from broker import quorum
+from broker.jobs import DONE, Candidate, Job
+from broker.judge import Judgement, judge_sampling
 from broker.metrics import MetricsBook
 from broker.tool_vote import NoValidCall, Offer, count
 from broker.verdicts import InlineVoter, all_failed, answers, error_map, result_map
+from broker.voting import normalise
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,26 @@ def first_is_in(job: Job) -> bool:
     return any(c.text.strip() for c in job.done())
 
 
+def _judgement(job: Job) -> Judgement | None:
+    judge = job.judge
+    if judge is None:
+        return None
+    text = judge.text if judge.state == DONE else None
+    return Judgement(job.judge_order, text, judge.peer, judge.error)
+
+
+def decided(job: Job, now: float) -> str | None:
+    """Why the candidates still open can be stopped now, if they can: the first answer is
+    in (strategy first), or early quorum (recorded on the job)."""
+    if first_is_in(job):
+        return "the first answer won"
+    if quorum.applies(job) and quorum.reached(job):
+        job.quorum_saved_s = quorum.saved_s(job, now)
+        job.quorum_cancelled = sum(1 for c in job.candidates if not c.ended)
+        return "early quorum: the vote was decided"
+    return None
+
+
 class Ballots:
     def __init__(self, metrics: MetricsBook, voter=None) -> None:
         self.metrics = metrics
@@ -40,6 +63,18 @@ class Ballots:
     def __bool__(self) -> bool:
         """Votes are being counted elsewhere."""
         return bool(self.votes)
+
+    def call_judge(self, job: Job) -> bool:
+        """Strategy judge with answers that differ: add the judge candidate to the job."""
+        if job.request.strategy != "judge" or job.request.sampling.calls_tools:
+            return False
+        ballot = [a for a in answers(job, lambda peer: 1.0) if a.text.strip()]
+        if len({normalise(a.text) for a in ballot}) < 2:
+            return False  # nothing to choose between: the vote says so
+        sampling, order = judge_sampling(job.question, ballot)
+        job.judge = Candidate(len(job.candidates), job.candidates[0].seed, sampling=sampling)
+        job.judge_order = order
+        return True
 
     def start(self, job: Job) -> dict[str, Any] | None:
         """Count the vote of a job whose candidates all ended; a FINAL body at once if
@@ -52,7 +87,8 @@ class Ballots:
             if job.leader is not None and job.candidates[job.leader].state == DONE:
                 ballot = [a for a in ballot if a.cand == job.leader]  # what was streamed wins
             self.votes[job.id] = self.voter.submit(count, job.request.strategy, ballot,
-                                                   Offer.of(job.request.sampling))
+                                                   Offer.of(job.request.sampling), job.question,
+                                                   _judgement(job))
         except Exception as e:  # never lose the FINAL, whatever went wrong
             log.exception("job %s: the vote could not start", job.id)
             return error_map(job, f"the vote could not be counted: {e}")

@@ -4,49 +4,42 @@ Pure logic driven by the server loop: every method takes `now` (monotonic second
 puts what must be sent into the Outbox. Every accepted job ends in exactly one FINAL,
 sent by `_end`, the one place a job leaves `jobs`.
 
-Costs follow what changed, not how much is queued: jobs with candidates to place wait in
-a fair-share heap (the job that has started the fewest candidates goes first, then the
-oldest, so a one-candidate job is not starved by a 64-candidate one), timeouts sit in a
-heap, and a vote may be counted off the loop by the injected voter.
+Placing candidates, failing, retrying and timing them out is dispatch.py's (the base
+class); a vote may be counted off the loop by the injected voter.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import random
 from collections import defaultdict
 
-from broker import scheduler
-from broker.jobs import CANCELLED, DONE, FAILED, RUNNING, Candidate, Job
+from broker import ballots, quorum, scheduler
+from broker.jobs import DONE, RUNNING, Candidate, Job, new_job
 from broker.metrics import JOB_CANCELLED, JOB_FAILED, JOB_OK, MetricsBook
 from broker.outbox import Outbox
-from broker.policy import MAX_ATTEMPTS, MAX_TEXT_CHARS, Limits, TimeoutPolicy
+from broker.policy import MAX_TEXT_CHARS, Limits, TimeoutPolicy
 from broker.registry import Registry, Slot
-from broker.rotation import Rotation
-from broker.timers import Timers
-from broker.ballots import Ballots, first_is_in
+from broker.ballots import Ballots
+from broker.dispatch import Dispatch, need_of, used_by
 from broker.verdicts import BUSY, DEADLINE, NO_MODEL, NO_WORKER, error_map
-from common.bodies import (CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Chunk, GenerateRequest, Outcome,
-                           Task)
-from common.codec import pack, unpack_body
+from broker.voting import answer_key
+from common.bodies import CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Chunk, GenerateRequest, Outcome
+from common.codec import unpack_body
 from common.errors import ProtocolError
 from common.frames import SERVICE_GENERATE
-from common.messages import Cancel, WorkerReply, WorkerRequest
+from common.messages import WorkerReply
 
 log = logging.getLogger(__name__)
 MAX_NAME_SHOWN = 80  # characters of a client's model name quoted back to it
 
-class GenerateService:
+
+class GenerateService(Dispatch):
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
                  timeouts: TimeoutPolicy, voter=None, limits: Limits = Limits()):
-        self.registry, self.metrics, self.outbox, self.timeouts = registry, metrics, outbox, timeouts
+        super().__init__(registry, metrics, outbox, timeouts)
         self.ballots = Ballots(metrics, voter)
         self.limits = limits
-        self.jobs: dict[str, Job] = {}
-        self.rotation = Rotation()              # jobs with candidates waiting for a slot
         self.by_client: dict[bytes, set[str]] = defaultdict(set)
-        self.timers = Timers()
         self.candidates = 0                     # of all jobs in `jobs`
         self.stats = {"busy": 0, "malformed_replies": 0}
 
@@ -56,16 +49,13 @@ class GenerateService:
         if refusal:
             self.outbox.error(client, delimited, SERVICE_GENERATE, refusal)
             return
-        base = request.seed if request.seed is not None else random.randrange(2**31)
-        job_id = os.urandom(6).hex()
-        timeout_s = request.timeout_s or self.timeouts.default_s
-        cands = [Candidate(i, (base + i) % 2**32) for i in range(request.candidates)]
-        job = Job(job_id, client, delimited, request, now, now + timeout_s, cands)
-        self.jobs[job_id] = job
-        self.by_client[client].add(job_id)
-        self.candidates += len(cands)
-        self.timers.add(job.deadline, ("job", job_id))
-        log.info("job %s: %d candidates, strategy %s", job_id, len(cands), request.strategy)
+        job = new_job(client, delimited, request, now, self.timeouts.default_s)
+        self.jobs[job.id] = job
+        self.by_client[client].add(job.id)
+        self.candidates += len(job.candidates)
+        self.timers.add(job.deadline, ("job", job.id))
+        log.info("job %s: %d candidates, strategy %s", job.id, len(job.candidates),
+                 request.strategy)
         self._enqueue(job)
         self.dispatch(now)
 
@@ -94,74 +84,6 @@ class GenerateService:
             log.info("client %s: %d job(s) ended: %s", client.hex(), len(chosen), reason)
         return len(chosen)
 
-    def _event(self, job: Job, cand: Candidate, event: str, text: str = "") -> None:
-        if job.request.stream == "winner":
-            return
-        body = {"event": event, "job": job.id, "cand": cand.index, "peer": cand.peer,
-                "tokens": cand.tokens, "text": text}
-        self.outbox.reply(job.client, job.delimited, SERVICE_GENERATE, body, final=False,
-                          droppable=event == "token")
-
-    # -- dispatch ----------------------------------------------------------------------
-    def _enqueue(self, job: Job) -> None:
-        if job.next_pending() is not None:
-            self.rotation.push(job)
-
-    def dispatch(self, now: float) -> None:
-        """Place waiting candidates on idle slots, fewest-started job first."""
-        if not self.rotation:
-            return
-        idle = self.registry.idle(SERVICE_GENERATE)
-        serving: list[Slot] | None = None
-        waiting: list[Job] = []  # placeable, but not on any slot idle now
-        while idle and self.rotation:
-            job = self.rotation.pop(self.jobs)
-            if job is None or job.voting:
-                continue
-            cand = job.next_pending()
-            if cand is None:
-                continue
-            need = _need(job, cand)
-            slot = scheduler.pick(idle, job.slots_used, job.nodes_used, cand.tried, need)
-            if slot is not None:
-                idle.remove(slot)
-                self._start(job, cand, slot, now)
-            else:
-                serving = serving if serving is not None else self.registry.serving(SERVICE_GENERATE)
-                if scheduler.placeable(serving, job.slots_used, cand.tried, need):
-                    waiting.append(job)
-                    continue
-                self._unplaceable(job, cand, now)
-            self._enqueue(job)
-            self._settle(job, now)
-        for job in waiting:
-            self._enqueue(job)
-
-    def _unplaceable(self, job: Job, cand: Candidate, now: float) -> None:
-        error = "no live worker slot can take this candidate"
-        if cand.error:  # it failed before: that is the news, not the lack of a retry
-            error = f"{cand.error} (no other slot could retry it)"
-        self._fail(job, cand, error, now, retry=False, penalise=False, code=cand.error_code)
-
-    def _start(self, job: Job, cand: Candidate, slot: Slot, now: float) -> None:
-        cand.state, cand.slot, cand.peer = RUNNING, slot.identity, slot.peer
-        cand.attempts += 1
-        job.started += 1
-        cand.started_at = now
-        cand.timeout_at = now + self.timeouts.total_s(slot)
-        self.timers.add(cand.timeout_at, ("answer", job.id, cand.index, cand.attempts))
-        ft = self.timeouts.first_token_s
-        cand.first_token_by = now + ft if ft else None
-        if ft:
-            self.timers.add(cand.first_token_by, ("first token", job.id, cand.index, cand.attempts))
-        job.slots_used.add(slot.identity)
-        job.nodes_used[slot.node] += 1
-        slot.job, slot.assigned_at = (job.id, cand.index), now
-        task = Task(job.id, cand.index, cand.seed, job.request.sampling)
-        self.outbox.send(slot.identity, slot.delimited, WorkerRequest(job.client, (pack(task.to_map()),)))
-        self.metrics.peer(slot.peer).started()
-        self._event(job, cand, "dispatched")
-
     # -- worker side -------------------------------------------------------------------
     def on_reply(self, slot: Slot, reply: WorkerReply, now: float) -> None:
         """A PARTIAL or FINAL from a slot that works for us; stale ones only free the slot."""
@@ -169,7 +91,7 @@ class GenerateService:
         if reply.final:
             slot.job = None
         job = self.jobs.get(assignment[0])
-        cand = job.candidates[assignment[1]] if job else None
+        cand = job.at(assignment[1]) if job else None
         if cand is None or cand.state != RUNNING or cand.slot != slot.identity:
             if reply.final:
                 self.dispatch(now)
@@ -217,6 +139,8 @@ class GenerateService:
         if cand.first_token_at is None:
             cand.first_token_at = now
         cand.tokens = cand.completion_tokens
+        if quorum.applies(job) and cand is not job.judge:
+            cand.key = answer_key(outcome.text, job.question)
         self.metrics.peer(slot.peer).succeeded(cand.latency_s, cand.ttft_s, cand.tokens)
         self._event(job, cand, "done")
 
@@ -225,8 +149,8 @@ class GenerateService:
         retried only where a context is larger (or unknown), else it fails now, code kept."""
         cand.ctx_over = max(cand.ctx_over or 0, slot.profile.n_ctx)
         cand.tried.add(slot.identity)
-        retry = scheduler.placeable(self.registry.serving(SERVICE_GENERATE), job.slots_used,
-                                    cand.tried, _need(job, cand))
+        retry = scheduler.placeable(self.registry.serving(SERVICE_GENERATE), used_by(job, cand),
+                                    cand.tried, need_of(job, cand))
         if not retry:
             error += " (no live slot has a larger context)"
         self._fail(job, cand, error, now, retry=retry, penalise=False,
@@ -237,7 +161,7 @@ class GenerateService:
             job_id, index = slot.job
             slot.job = None
             job = self.jobs.get(job_id)
-            cand = job.candidates[index] if job is not None else None
+            cand = job.at(index) if job is not None else None
             if cand is not None and cand.state == RUNNING and cand.slot == slot.identity:
                 self._fail(job, cand, f"{slot.peer} {reason}", now)
                 self._settle(job, now)
@@ -251,27 +175,6 @@ class GenerateService:
         self.dispatch(now)
 
     # -- failure, timeouts, the end --------------------------------------------------------
-    def _fail(self, job: Job, cand: Candidate, error: str, now: float, retry: bool = True,
-              timeout: bool = False, penalise: bool = True, code: str | None = None) -> None:
-        if cand.peer is not None and penalise:
-            self.metrics.peer(cand.peer).failed(error, timeout)
-        elif cand.peer is not None:
-            self.metrics.peer(cand.peer).request_errors += 1
-        log.info("job %s cand %d failed: %s", job.id, cand.index, error)
-        if cand.slot is not None:
-            cand.tried.add(cand.slot)
-        cand.error, cand.error_code = error, code
-        # a context overflow moves on to a larger context each time: it is bounded by the
-        # slots, and a retry that no slot can take ends in _unplaceable, with its code
-        if retry and now < job.deadline and \
-                (cand.attempts < MAX_ATTEMPTS or code == CONTEXT_LENGTH_EXCEEDED):
-            self._event(job, cand, "retry", error)
-            cand.restart()
-            self._enqueue(job)
-            return
-        cand.state, cand.ended_at = FAILED, now
-        self._event(job, cand, "failed", error)
-
     def tick(self, now: float) -> None:
         for key in self.timers.due(now):
             job = self.jobs.get(key[1])
@@ -285,38 +188,17 @@ class GenerateService:
         self.collect_votes(now)
         self.dispatch(now)
 
-    def _expire(self, job: Job, key: tuple, now: float) -> None:
-        what, _, index, attempt = key
-        cand = job.candidates[index]
-        if cand.state != RUNNING or cand.attempts != attempt or \
-                (what == "first token" and cand.first_token_at is not None):
-            return  # that attempt already moved on
-        self._cancel(job, cand)
-        self._fail(job, cand, f"{cand.peer} timed out waiting for the {what}", now, timeout=True)
-
-    def _stop_rest(self, job: Job, now: float, reason: str) -> None:
-        """End every candidate still pending or running, without blaming its peer."""
-        for cand in job.candidates:
-            if cand.ended:
-                continue
-            if cand.state == RUNNING:
-                self._cancel(job, cand)
-                self.metrics.peer(cand.peer).cancelled += 1
-            cand.state, cand.ended_at, cand.error = CANCELLED, now, reason
-            self._event(job, cand, "cancelled", reason)
-
-    def _cancel(self, job: Job, cand: Candidate) -> None:
-        """Ask the slot to stop; it stays busy until its FINAL arrives (MDP: one at a time)."""
-        slot = self.registry.get(cand.slot) if cand.slot else None
-        if slot is not None and slot.profile.cancel:
-            self.outbox.send(slot.identity, slot.delimited, Cancel(job.client))
-
     def _settle(self, job: Job, now: float) -> None:
         """End the job if the vote needs nothing more from it."""
         if job.voting or job.id not in self.jobs:
             return
-        if first_is_in(job):
-            self._stop_rest(job, now, "the first answer won")
+        decided = ballots.decided(job, now)
+        if decided:
+            self._stop_rest(job, now, decided)
+        if job.finished and job.judge is None and now < job.deadline and \
+                self.ballots.call_judge(job):
+            self._enqueue(job)
+            return
         if job.finished:
             body = self.ballots.start(job)
             if body is not None:
@@ -347,10 +229,6 @@ class GenerateService:
     def busy(self) -> bool:
         """Votes are being counted elsewhere: the loop should look back soon."""
         return bool(self.ballots)
-
-
-def _need(job: Job, cand: Candidate) -> scheduler.Need:
-    return scheduler.Need(job.request.model, cand.ctx_over)
 
 
 def _parse(reply: WorkerReply, job: Job, cand: Candidate) -> Chunk | Outcome:

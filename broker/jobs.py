@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.bodies import GenerateRequest, Outcome
+from broker.sampling_plan import plan, question_of
+from common.bodies import GenerateRequest, Outcome, Sampling
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
 ENDED = (DONE, FAILED, CANCELLED)
@@ -33,6 +36,8 @@ class Candidate:
     error: str | None = None
     error_code: str | None = None      # the peer's machine-readable code for `error`
     ctx_over: int | None = None        # its prompt overflowed a context this large (0: unknown)
+    key: str | None = None             # what majority compares it on (early quorum reads it)
+    sampling: Sampling | None = None   # its own sampling (temperature, the judge's prompt)
 
     @property
     def text(self) -> str:
@@ -82,6 +87,7 @@ class Candidate:
             "tokens": self.completion_tokens,
             "attempts": self.attempts,
             "tool_calls": [],  # the vote fills in the calls it read (verdicts.result_map)
+            "logprob": self.outcome.logprob if self.outcome else None,
         }
 
 
@@ -100,16 +106,42 @@ class Job:
     queued: bool = False         # in the dispatch rotation
     voting: bool = False         # every candidate ended; the vote is being counted
     leader: int | None = None    # stream "live" with strategy first: the candidate that spoke first
+    question: str = ""           # the last user message (or the prompt): what answers answer
+    judge: Candidate | None = None        # strategy judge: the extra candidate that picks
+    judge_order: tuple[int, ...] = ()     # the candidates as numbered in the judge's prompt
+    quorum_cancelled: int = 0    # candidates early quorum stopped
+    quorum_saved_s: float = 0.0  # estimated seconds that saved
+
+    def at(self, index: int) -> Candidate | None:
+        """A candidate by index; the judge's index is the one after the last candidate."""
+        if 0 <= index < len(self.candidates):
+            return self.candidates[index]
+        judge = self.judge
+        return judge if judge is not None and judge.index == index else None
+
+    def everyone(self) -> list[Candidate]:
+        """The candidates and the judge, if one was called."""
+        return self.candidates + ([self.judge] if self.judge is not None else [])
 
     @property
     def finished(self) -> bool:
-        return all(c.ended for c in self.candidates)
+        return all(c.ended for c in self.everyone())
 
     def pending(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.state == PENDING]
+        return [c for c in self.everyone() if c.state == PENDING]
 
     def next_pending(self) -> Candidate | None:
-        return next((c for c in self.candidates if c.state == PENDING), None)
+        return next((c for c in self.everyone() if c.state == PENDING), None)
 
     def done(self) -> list[Candidate]:
         return [c for c in self.candidates if c.state == DONE]
+
+
+def new_job(client: bytes, delimited: bool, request: GenerateRequest, now: float,
+            default_timeout_s: float) -> Job:
+    """A job as accepted: an id, a deadline, each candidate with its seed and sampling."""
+    base = request.seed if request.seed is not None else random.randrange(2**31)
+    cands = [Candidate(i, (base + i) % 2**32, sampling=s) for i, s in enumerate(plan(request))]
+    return Job(os.urandom(6).hex(), client, delimited, request, now,
+               now + (request.timeout_s or default_timeout_s), cands,
+               question=question_of(request.sampling))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, replace
 
+from broker.judge import Judgement, judged
 from broker.voting import Answer, Verdict, best, first, vote
 from common.bodies import Sampling
 from common.errors import SwarmError
@@ -53,10 +54,14 @@ def read_calls(text: str, names: frozenset[str]) -> tuple[ToolCall, ...]:
     return parse_tool_calls(text, set(names))
 
 
-def count(strategy: str, answers: list[Answer], offer: Offer | None) -> Verdict:
-    """The verdict over the done answers, reading tool calls when tools are offered."""
+def count(strategy: str, answers: list[Answer], offer: Offer | None,
+          question: str = "", judgement: Judgement | None = None) -> Verdict:
+    """The verdict over the done answers, reading tool calls when tools are offered;
+    strategy judge reads the judge's reply (judge.py)."""
     if offer is None:
-        return vote(strategy, answers)
+        if strategy == "judge":
+            return judged([a for a in answers if a.text.strip()] or answers, judgement, question)
+        return vote(strategy, answers, question)
     calls = {a.cand: read_calls(a.text, offer.names) for a in answers}
     callers = [a for a in answers if calls[a.cand]]
     if offer.forced and not callers:
@@ -66,7 +71,7 @@ def count(strategy: str, answers: list[Answer], offer: Offer | None) -> Verdict:
     if callers and (offer.forced or 2 * len(callers) >= spoken):
         verdict = _calls_side(strategy, callers, calls, len(answers))
     else:
-        verdict = vote(strategy, [a for a in answers if not calls[a.cand]])
+        verdict = vote(strategy, [a for a in answers if not calls[a.cand]], question)
     return replace(verdict, calls=calls)
 
 
@@ -76,9 +81,16 @@ def _calls_side(strategy: str, callers: list[Answer], calls: dict[int, tuple[Too
         verdict = first(callers)
     else:
         keys = {a.cand: calls_key(calls[a.cand]) for a in callers}
+        ids = {k: i for i, k in enumerate(dict.fromkeys(keys[a.cand] for a in callers))}
         groups = Counter(keys.values())
         scores = {a.cand: groups[keys[a.cand]] / total for a in callers}
-        verdict = Verdict(best(callers, scores), scores, strategy)
+        winner = best(callers, scores)
+        agreed = {a.cand: tuple(b.cand for b in callers if b is not a and keys[b.cand] == keys[a.cand])
+                  for a in callers}
+        named = ", ".join(c.name for c in calls[winner])
+        verdict = Verdict(winner, scores, "calls",
+                          f"{groups[keys[winner]]} of {total} answers made the same call ({named})",
+                          groups={c: ids[k] for c, k in keys.items()}, agreed=agreed)
     return replace(verdict, tool_calls=calls[verdict.winner])
 
 

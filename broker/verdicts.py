@@ -10,9 +10,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from broker.jobs import FAILED, Job
+from broker.jobs import DONE, FAILED, Job
 from broker.voting import Answer, Verdict
-from common.tool_calls import ToolCall
 
 # How a FINAL's error begins, by cause: spelled once, for clients that tell causes apart
 # (the HTTP API's statuses)
@@ -25,31 +24,48 @@ DEADLINE = "job deadline reached"   # a candidate's error when the job's deadlin
 
 def answers(job: Job, reliability: Callable[[str], float]) -> list[Answer]:
     """A snapshot of the job's finished candidates, for a vote."""
-    return [Answer(c.index, c.text, c.latency_s or 0.0, reliability(c.peer or ""))
+    return [Answer(c.index, c.text, c.latency_s or 0.0, reliability(c.peer or ""),
+                   c.outcome.logprob if c.outcome else None)
             for c in job.done()]
 
 
 def result_map(job: Job, verdict: Verdict) -> dict[str, Any]:
     winner = job.candidates[verdict.winner]
-    done = job.done()
-    completion = sum(c.completion_tokens for c in done)
+    spent = [c for c in job.everyone() if c.state == DONE]
+    completion = sum(c.completion_tokens for c in spent)
     prompt = winner.outcome.usage.get("prompt_tokens", 0) if winner.outcome else 0
     return {
         "job": job.id,
-        "strategy": verdict.strategy,
+        "strategy": job.request.strategy,
         "winner": {"cand": winner.index, "peer": winner.peer, "text": winner.text,
                    "finish_reason": winner.outcome.finish_reason if winner.outcome else None,
                    "tool_calls": [c.to_map() for c in verdict.tool_calls]},
-        "candidates": [_with_calls(c.to_map(), verdict.calls.get(c.index, ()))
-                       for c in job.candidates],
+        "candidates": [_explained(c.to_map(), c.index, verdict) for c in job.candidates],
         "votes": {str(k): round(v, 4) for k, v in verdict.scores.items()},
+        "vote": vote_map(job, verdict),
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                   "total_tokens": prompt + completion},
     }
 
 
-def _with_calls(cand: dict[str, Any], calls: tuple[ToolCall, ...]) -> dict[str, Any]:
-    cand["tool_calls"] = [c.to_map() for c in calls]
+def vote_map(job: Job, verdict: Verdict) -> dict[str, Any]:
+    """How the vote went: what counted, why the winner won, what early quorum saved."""
+    out = {"method": verdict.method, "reason": verdict.reason,
+           "cancelled": job.quorum_cancelled, "saved_s": round(job.quorum_saved_s, 3)}
+    judge = job.judge
+    if judge is not None:
+        out["judge"] = {"peer": judge.peer, "state": judge.state,
+                        "text": judge.text if judge.state == DONE else "", "error": judge.error}
+    return out
+
+
+def _explained(cand: dict[str, Any], index: int, verdict: Verdict) -> dict[str, Any]:
+    """A candidate's map with what the vote read of it."""
+    score = verdict.scores.get(index)
+    cand.update(tool_calls=[c.to_map() for c in verdict.calls.get(index, ())],
+                answer=verdict.shown.get(index) or None, group=verdict.groups.get(index),
+                score=None if score is None else round(score, 4),
+                agreed=list(verdict.agreed.get(index, ())))
     return cand
 
 

@@ -42,7 +42,7 @@ def test_three_candidates_from_two_peers_and_a_winner(swarm):
     assert all(c["tokens"] > 0 and c["latency_s"] > 0 for c in cands)
     assert out["winner"]["text"] in [c["text"] for c in cands]
     assert out["winner"]["peer"] == cands[out["winner"]["candidate"]]["peer"]
-    assert out["strategy"] == "similarity" and set(out["votes"]) == {"0", "1", "2"}
+    assert out["strategy"] == "auto" and set(out["votes"]) == {"0", "1", "2"}
 
     # the same peers now show in --peers with what they did
     r = ask("--broker", f"tcp://127.0.0.1:{swarm}", "--peers", "--json")

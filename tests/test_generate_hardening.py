@@ -42,6 +42,10 @@ def test_null_usage_counts_as_not_reported_and_the_job_answers():
     {"text": 4},
     {"text": "4", "finish_reason": "x" * 65},
     {"error": "x", "error_kind": "nobody"},
+    {"text": "4", "logprob": 0.5},             # a probability over 1
+    {"text": "4", "logprob": float("-inf")},
+    {"text": "4", "logprob": "sure"},
+    {"text": "4", "logprob": True},
 ], ids=repr)
 def test_a_bad_number_in_a_final_fails_that_candidate_and_the_client_still_gets_one_final(body):
     s = Swarm()

@@ -41,7 +41,7 @@ def overflow(s: Swarm, identity: bytes, now: float, n_ctx: int) -> None:
 # -- the model name ------------------------------------------------------------------------
 def test_a_model_name_sends_every_candidate_to_slots_of_that_model():
     s = swarm((b"q", "qwen", 0), (b"l", "llama", 0))
-    s.submit(candidates=3, model="llama")
+    s.submit(candidates=3, model="llama", quorum=False)
     assert [ident for ident, _ in tasks(s.sent())] == [b"l"]  # one slot: one at a time
     for now in (1.0, 2.0):
         s.reply(b"l", now)

@@ -84,7 +84,7 @@ def test_a_chat_completion_carries_the_vote_in_x_swarm_and_headers(ctx):
             assert reply.choices[0].finish_reason == "stop"
             assert reply.usage.prompt_tokens == 5 and reply.usage.completion_tokens == 2
             vote = reply.model_extra["x_swarm"]
-            assert vote["strategy"] == "similarity" and len(vote["candidates"]) == 2
+            assert vote["strategy"] == "auto" and len(vote["candidates"]) == 2
             assert raw.headers["X-Swarm-Winner"] == vote["winner"]["peer"]
             assert raw.headers["X-Swarm-Candidates"] == "2/2 ok"
             # issue 8: the explained vote rides along (values: what the broker's vote said)

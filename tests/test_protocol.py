@@ -234,11 +234,22 @@ def test_generate_request_takes_messages_instead_of_prompt():
     ({"prompt": "p", "timeout_s": True}, "timeout_s"),
     ({"prompt": "p", "stop": ["ok", ""]}, "stop"),
     ({"prompt": 7}, "prompt"),
+    ({"prompt": "p", "temperature_spread": 2.5}, "temperature_spread"),
+    ({"prompt": "p", "temperature_spread": "wide"}, "temperature_spread"),
+    ({"prompt": "p", "greedy": 1}, "greedy"),
+    ({"prompt": "p", "quorum": "yes"}, "quorum"),
+    ({"prompt": "p", "logprobs": 0}, "logprobs"),
 ], ids=repr)
 def test_generate_request_rejects_bad_fields_by_name(m, bad):
     with pytest.raises(BodyError) as info:
         GenerateRequest.from_map(m)
     assert info.value.field == bad
+
+
+def test_the_consensus_knobs_round_trip():
+    req = _req(temperature_spread=0.3, greedy=True, quorum=False, logprobs=True)
+    assert (req.spread, req.greedy, req.quorum, req.sampling.logprobs) == (0.3, True, False, True)
+    assert GenerateRequest.from_map(req.to_map()) == req
 
 
 def test_candidates_at_the_limits_are_accepted():

@@ -65,7 +65,7 @@ def test_calls_vote_on_names_and_canonical_arguments_whatever_the_wrapping():
     assert v.winner == 0 and v.tool_calls == (WEATHER,)
     assert v.scores == {0: 0.75, 1: 0.25, 2: 0.75, 3: 0.75}
     assert v.calls[1] == (ToolCall("get_time", '{"zone":"UTC"}'),)
-    assert v.strategy == "similarity"
+    assert v.method == "calls"
 
 
 def test_calls_side_ties_go_to_the_more_reliable_then_the_faster():
