@@ -8,6 +8,7 @@ escapes, bidi overrides) taken out.
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 from rich.cells import cell_len, set_cell_size
@@ -21,6 +22,7 @@ ANSWER_TEXT = 22    # characters of a candidate's text shown where no answer was
 MAX_ROWS = MAX_CANDIDATES  # a longer list is cut, with a line saying how many were left out
 COLUMNS = ("", "cand", "peer", "answer", "group", "score", "agreed", "time", "state")
 _MAX_WIDTHS = {"": 1, "peer": 14, "answer": 24, "agreed": 10, "state": 30}
+_REASON_LINES = 3    # lines the vote's reason may wrap over
 _GAP = 2             # spaces between columns
 _MIN_WIDTH = 5       # the narrowest a column that gives way gets
 
@@ -82,7 +84,7 @@ def vote_lines(result: dict[str, Any]) -> list[str]:
     if not isinstance(vote, dict):
         return []
     lines = []
-    method, reason = clean(vote.get("method"), 16), clean(vote.get("reason"), 2 * WIDTH)
+    method, reason = clean(vote.get("method"), 16), clean(vote.get("reason"), 3 * WIDTH)
     if method or reason:
         lines.append(f"vote ({method or '?'}): {reason}" if reason else f"vote: {method}")
     cancelled, saved = _count(vote.get("cancelled")), _number(vote.get("saved_s"))
@@ -105,7 +107,11 @@ def vote_table(result: dict[str, Any], width: int = WIDTH) -> list[str]:
     lines = _layout(rows, width) if cands else []
     if len(cands) > MAX_ROWS:
         lines.append(f"({len(cands) - MAX_ROWS} more candidates not shown)")
-    return lines + [_fit(line, width) for line in vote_lines(result)]
+    for line in vote_lines(result):  # the reason may take a few lines; no more
+        wrapped = textwrap.wrap(line, width, subsequent_indent="  ", max_lines=_REASON_LINES,
+                                placeholder=" \u2026")
+        lines += [_fit(part, width) for part in wrapped]
+    return lines
 
 
 def _layout(rows: list[tuple[str, ...]], width: int) -> list[str]:

@@ -270,3 +270,15 @@ def test_markup_and_escapes_in_peer_text_are_drawn_as_written():
     drawn = out.getvalue()
     assert "The [bold]answer is [/] [2J42" in drawn and "w[/x]" in drawn
     assert "gpu[/b]" in drawn and "oops [/red]" in drawn and "\x1b[2J" not in drawn
+
+
+def test_a_long_reason_wraps_over_a_few_lines_instead_of_being_cut():
+    from client.vote_table import vote_table
+    reason = ("no two of the 3 answers agreed; 'Paris.' won the tie on peer reliability, "
+              "then latency")
+    lines = vote_table(explained(reason=reason, cancelled=0))
+    at = next(i for i, line in enumerate(lines) if line.startswith("vote ("))
+    assert " ".join(line.strip() for line in lines[at:]) == f"vote (majority): {reason}"
+    assert all(len(line) <= 80 for line in lines) and lines[at + 1].startswith("  ")
+    huge = vote_table(explained(reason="word " * 10**4, cancelled=0))
+    assert len(huge) - at == 3 and huge[-1].endswith("\u2026")
