@@ -103,21 +103,33 @@ def call_deltas(job: str, cand: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+VOTE_KEYS = ("answer", "group", "score", "agreed", "logprob")  # how each candidate voted
+
+
 def x_swarm(final: dict[str, Any]) -> dict[str, Any]:
-    """How the vote went: the winner, each candidate's score, peer, time and fate."""
+    """How the vote went: what counted and why the winner won, then each candidate's answer,
+    group, score, who agreed with it, its peer, time and fate."""
     votes = final.get("votes", {})
     winner = final.get("winner") or {}
     return {
         "job": final.get("job"),
         "strategy": final.get("strategy"),
+        "vote": final.get("vote"),
         "winner": {"cand": winner.get("cand"), "peer": winner.get("peer")} if winner else None,
-        "candidates": [{"cand": c["cand"], "peer": c.get("peer"), "ok": c.get("ok"),
-                        "score": votes.get(str(c["cand"])), "latency_s": c.get("latency_s"),
-                        "tokens": c.get("tokens"), "error": c.get("error")}
-                       for c in final.get("candidates", ())],
+        "candidates": [_explained(c, votes) for c in final.get("candidates", ())],
         "usage": final.get("usage"),
         "error": final.get("error"),
     }
+
+
+def _explained(cand: dict[str, Any], votes: dict[str, Any]) -> dict[str, Any]:
+    out = {"cand": cand["cand"], "peer": cand.get("peer"), "ok": cand.get("ok"),
+           **{k: cand.get(k) for k in VOTE_KEYS},
+           "latency_s": cand.get("latency_s"), "tokens": cand.get("tokens"),
+           "error": cand.get("error")}
+    if out["score"] is None:  # a FINAL before issue 8 has the scores in `votes` only
+        out["score"] = votes.get(str(cand["cand"]))
+    return out
 
 
 def swarm_headers(final: dict[str, Any]) -> dict[str, str]:
@@ -127,13 +139,20 @@ def swarm_headers(final: dict[str, Any]) -> dict[str, str]:
     out = {"X-Swarm-Job": str(final.get("job", "")),
            "X-Swarm-Strategy": str(final.get("strategy", "")),
            "X-Swarm-Candidates": f"{ok}/{len(cands)} ok"}
+    vote = final.get("vote")
+    if isinstance(vote, dict) and vote.get("method"):
+        out["X-Swarm-Method"] = _ascii(vote["method"])
     winner = final.get("winner")
     if winner:
-        out["X-Swarm-Winner"] = urllib.parse.quote(str(winner.get("peer") or ""), safe="~@:+")
+        out["X-Swarm-Winner"] = _ascii(winner.get("peer") or "")
         score = final.get("votes", {}).get(str(winner.get("cand")))
         if score is not None:
             out["X-Swarm-Score"] = f"{score:.4f}"
     return out
+
+
+def _ascii(value: Any) -> str:
+    return urllib.parse.quote(str(value), safe="~@:+")
 
 
 def job_error(final: dict[str, Any]) -> ApiError:

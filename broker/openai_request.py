@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.bodies import MAX_CANDIDATES, STRATEGIES, GenerateRequest
+from common.codec import number
 from common.errors import BodyError
 from common.frames import ANY_MODEL
 from common.tool_calls import ToolCall, canonical, render_calls
 
 DEFAULT_MAX_TOKENS = 512     # when the body names none
 DEFAULT_CANDIDATES = 3
-_SWARM_KNOBS = {"candidates", "strategy", "timeout_s"}
+_SWARM_KNOBS = ("candidates", "strategy", "timeout_s", "temperature_spread", "greedy", "quorum")
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
           "tool": "tool", "function": "tool"}
 
@@ -127,18 +128,26 @@ def _sampling(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _swarm(body: dict[str, Any]) -> dict[str, Any]:
-    """Swarm's own knobs: {"swarm": {"candidates": 5, "strategy": "majority", "timeout_s": 30}}."""
+    """Swarm's own knobs: {"swarm": {"candidates": 5, "strategy": "majority", "timeout_s": 30,
+    "temperature_spread": 0.3, "greedy": true, "quorum": false}}."""
     raw = body.get("swarm")
     if raw is None:
         return {}
+    knobs = ", ".join(_SWARM_KNOBS)
     if not isinstance(raw, dict):
-        raise bad("field 'swarm' must be an object of candidates, strategy, timeout_s", "swarm")
-    unknown = sorted(set(raw) - _SWARM_KNOBS)
+        raise bad(f"field 'swarm' must be an object of {knobs}", "swarm")
+    unknown = sorted((k for k in raw if k not in _SWARM_KNOBS), key=str)
     if unknown:
-        raise bad(f"field 'swarm.{unknown[0]}' is unknown: use candidates, strategy or "
-                  "timeout_s", "swarm")
+        raise bad(f"field 'swarm.{unknown[0]}' is unknown: use {knobs}", "swarm")
     if "strategy" in raw and raw["strategy"] not in STRATEGIES:
         raise bad(f"field 'swarm.strategy' must be one of {', '.join(STRATEGIES)}", "swarm")
+    for name in ("greedy", "quorum"):
+        if raw.get(name) is not None and not isinstance(raw[name], bool):
+            raise bad(f"field 'swarm.{name}' must be a boolean", "swarm")
+    try:
+        number(raw, "temperature_spread", 0.0, 2.0, None, name="swarm.temperature_spread")
+    except BodyError as e:
+        raise bad(str(e), "swarm") from e
     return {k: v for k, v in raw.items() if v is not None}
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Iterator
 
@@ -16,7 +17,9 @@ from rich.console import Console
 from client.chat import Messages, chat
 from client.client import CONNECT_TIMEOUT_S, SwarmClient
 from client.local import local_swarm_thread
-from client.render import Progress, Streamer, json_result, peer_lines, peers_table, summary
+from client.render import (Progress, Streamer, json_result, peer_lines, peers_table, plain,
+                           summary)
+from client.vote_table import WIDTH, vote_table
 from common import frames as F
 from common import logs
 from common.bodies import (DEFAULT_STRATEGY, MAX_CANDIDATES, MAX_TOKENS, STRATEGIES,
@@ -29,6 +32,9 @@ from worker.launch import prepare
 from worker.policy import Requested
 
 EXIT_INTERRUPTED = 130
+# the per-job knobs default to the contract's own defaults (common/bodies.py), spelled once
+_JOB = {f.name: f.default for f in dataclasses.fields(GenerateRequest)}
+_SAMPLING = {f.name: f.default for f in dataclasses.fields(Sampling)}
 MDNS_LOOK_S = 3.0  # how long swarm-ask looks for a broker on mDNS
 
 
@@ -79,11 +85,25 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @click.option("--candidates", "-k", type=click.IntRange(1, MAX_CANDIDATES), default=3,
               show_default=True, help="Answers to gather; candidate i uses seed + i.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
-              help="How the winner is chosen (first: the fastest, streamed as it is written).")
+              help="How the winner is chosen (auto: majority over the extracted answers where "
+                   "they are short, else similarity; first: the fastest, streamed as it is "
+                   "written).")
 @click.option("--max-tokens", "-n", type=click.IntRange(1, MAX_TOKENS), default=128,
               show_default=True, help="Most tokens each candidate may write.")
 @click.option("--temperature", type=FiniteFloat(0.0, 2.0), default=0.7, show_default=True,
               help="Sampling temperature (0: greedy).")
+@click.option("--top-p", type=FiniteFloat(0.0, 1.0), default=_SAMPLING["top_p"],
+              show_default=True, help="Nucleus sampling: draw from the smallest set of tokens "
+                                      "whose probability reaches this (1: all).")
+@click.option("--temperature-spread", "spread", type=FiniteFloat(0.0, 2.0),
+              default=_JOB["spread"], show_default=True,
+              help="Spread the candidates' temperatures evenly over temperature +- this "
+                   "(clamped to 0..2).")
+@click.option("--greedy/--no-greedy", default=_JOB["greedy"], show_default=True,
+              help="Candidate 0 decodes greedily (temperature 0) among the sampled ones.")
+@click.option("--quorum/--no-quorum", default=_JOB["quorum"], show_default=True,
+              help="Majority-style votes end early once the leader cannot be overtaken "
+                   "(--no-quorum: every candidate finishes).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None,
               help="Base seed; candidate i uses seed + i.")
 @click.option("--timeout-s", type=seconds(), default=60.0, show_default=True,
@@ -103,17 +123,19 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @version_option("swarm-ask")
 @click.pass_context
 def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens, temperature,
-         seed, timeout_s, connect_timeout_s, raw, stop, as_json, peers, local, model_path,
-         instances, verbose):
+         top_p, spread, greedy, quorum, seed, timeout_s, connect_timeout_s, raw, stop, as_json,
+         peers, local, model_path, instances, verbose):
     """Ask the swarm QUESTION (the words are joined; none: stdin, or a chat on a terminal)."""
     _check_usage(ctx, peers, local)
     text = None if peers else _question(question, as_json)
     if text is None and raw and not peers:
         raise click.UsageError("--raw needs a question")
     logs.setup(verbose, quiet=not verbose)
-    sampling = Sampling(prompt="", max_tokens=max_tokens, temperature=temperature, stop=tuple(stop))
+    sampling = Sampling(prompt="", max_tokens=max_tokens, temperature=temperature,
+                        stop=tuple(stop), top_p=top_p)
     template = GenerateRequest(sampling, candidates, strategy, seed, timeout_s,
-                               stream="winner" if as_json else "progress")
+                               stream="winner" if as_json else "progress", spread=spread,
+                               greedy=greedy, quorum=quorum)
     fallback = None
     if broker is None and not local:
         broker, fallback = _find_broker(swarm, no_mdns)
@@ -177,12 +199,22 @@ def _answer(session: Session, question: str | Messages) -> str:
     request = dataclasses.replace(session.template, sampling=sampling)
     if session.as_json:
         result = asyncio.run(session.client.generate(request, request.timeout_s))
-        click.echo(json.dumps(json_result(result), indent=2))
+        click.echo(json.dumps(plain(json_result(result)), indent=2))
         return result["winner"]["text"]
     result = asyncio.run(_watched(session, request))
     if not session.chatting or session.verbose:
+        for line in vote_table(result, _stderr_width()):
+            click.echo(line, err=True)
         click.echo(summary(result), err=True)
     return result["winner"]["text"]
+
+
+def _stderr_width() -> int:
+    """The terminal's width where stderr is one (the table fits it), else the table's own."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # a pipe, a file, or no stderr at all
+        return WIDTH
 
 
 async def _watched(session: Session, request: GenerateRequest) -> dict:
@@ -208,7 +240,7 @@ async def _watched(session: Session, request: GenerateRequest) -> dict:
 async def _peers(client: SwarmClient, as_json: bool, timeout_s: float) -> None:
     status = await client.status(min(timeout_s, 10.0))
     if as_json:
-        click.echo(json.dumps(status["peers"], indent=2))
+        click.echo(json.dumps(plain(status["peers"]), indent=2))
     elif sys.stdout.isatty():
         peers_table(status["peers"], Console())
     else:

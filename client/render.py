@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import math
 import sys
+import unicodedata
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 _SNIPPET = 48
 EVENTS = ("dispatched", "token", "retry", "done", "failed", "cancelled")
 WIDTH = 80  # --peers never draws wider than this
+_TEXT_MAX = 4096  # characters of one piece of peer text kept for the screen
+_JOINERS = {"\u200c", "\u200d"}  # format characters that emoji and scripts need
+VOTE_KEYS = ("answer", "group", "score", "agreed", "logprob")  # how each candidate voted
 
 
 class Progress:
@@ -44,16 +49,18 @@ class Progress:
         row = self.rows.setdefault(cand, {"peer": "", "state": "", "tokens": 0, "text": ""})
         row["peer"] = _text(event.get("peer")) or row["peer"]
         row["tokens"] = event["tokens"] if _is_count(event.get("tokens")) else row["tokens"]
-        text = _text(event.get("text"))
+        raw = event.get("text") if isinstance(event.get("text"), str) else ""
         if kind == "token":
-            # keep only a tail: the view shows the last _SNIPPET characters of each answer
-            row["state"], row["text"] = "streaming", (row["text"] + text)[-4 * _SNIPPET:]
+            # keep only a raw tail (a piece's leading space parts it from the last word);
+            # the view shows the last _SNIPPET characters of each answer, cleaned
+            tail = (row["text"] + raw[-4 * _SNIPPET:])[-4 * _SNIPPET:]
+            row["state"], row["text"] = "streaming", tail
         elif kind in ("dispatched", "retry"):
             row["state"], row["text"] = ("running" if kind == "dispatched" else "retrying"), ""
         else:  # done, failed, cancelled (the vote no longer needed it: not a failure)
             row["state"] = kind
             if kind == "failed":
-                row["text"] = text
+                row["text"] = _text(raw)
         if self.live:
             self.live.update(self._table())
         elif kind != "token" and not self.quiet:
@@ -69,8 +76,10 @@ class Progress:
                              max_width=_SNIPPET if col == "text" else None)
         for cand in sorted(self.rows):
             row = self.rows[cand]
-            text = row["text"].replace("\n", " ").strip()[-_SNIPPET:]
-            table.add_row(str(cand), row["peer"], row["state"], str(row["tokens"]), text)
+            text = _text(row["text"])[-_SNIPPET:]
+            # Text, not str: a cell is never read as rich markup ("[/x]" would raise)
+            table.add_row(*map(Text, (str(cand), row["peer"], row["state"],
+                                      str(row["tokens"]), text)))
         return table
 
 
@@ -128,18 +137,37 @@ def summary(result: dict[str, Any]) -> str:
 
 
 def json_result(result: dict[str, Any]) -> dict[str, Any]:
-    """The `--json` shape: winner {text, peer, candidate}, candidates, strategy, votes."""
+    """The `--json` shape: winner {text, peer, candidate}, candidates (each with how it
+    voted), strategy, vote (what counted, why the winner won, early quorum), votes, usage."""
     w = result["winner"]
     return {
         "winner": {"text": w["text"], "peer": w.get("peer"), "candidate": w["cand"]},
         "candidates": [{"candidate": c.get("cand"), "peer": c.get("peer"), "text": c.get("text"),
-                        "ok": c.get("ok"), "error": c.get("error"),
-                        "latency_s": c.get("latency_s"), "tokens": c.get("tokens")}
+                        "ok": c.get("ok"), "state": c.get("state"), "error": c.get("error"),
+                        "latency_s": c.get("latency_s"), "tokens": c.get("tokens"),
+                        **{k: c.get(k) for k in VOTE_KEYS}}
                        for c in _maps(result.get("candidates"))],
         "strategy": result.get("strategy"),
+        "vote": result.get("vote"),
         "votes": result.get("votes", {}),
         "usage": result.get("usage", {}),
     }
+
+
+def plain(x: Any, depth: int = 0) -> Any:
+    """A peer's value as JSON can carry it: text keys only, bytes as text, no nan or inf
+    (null), no nesting deeper than 32 (null); so `--json` never fails on what came."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if x is None or isinstance(x, (str, int)) or depth > 32:
+        return x if depth <= 32 else None
+    if isinstance(x, bytes):
+        return x.decode("utf-8", "replace")
+    if isinstance(x, dict):
+        return {k: plain(v, depth + 1) for k, v in x.items() if isinstance(k, str)}
+    if isinstance(x, (list, tuple)):
+        return [plain(v, depth + 1) for v in x]
+    return str(x)
 
 
 def _maps(x: Any) -> list[dict[str, Any]]:
@@ -206,11 +234,12 @@ def peers_table(peers: list[dict[str, Any]], console: Console) -> None:
     for p in peers:
         m = p.get("metrics") if isinstance(p.get("metrics"), dict) else {}
         live = p.get("live") is True
-        table.add_row(_text(p.get("name")) or "?", _state(p),
-                      f"{_int(p.get('busy'))}/{_int(p.get('slots'))}" if live else "-",
-                      *(_int(m.get(k)) for k in ("requests", "successes", "failures", "wins")),
-                      _num(m.get("latency_p95_s")), _num(m.get("tokens_per_s"), 1),
-                      _text(m.get("last_error")))
+        cells = (_text(p.get("name")) or "?", _state(p),
+                 f"{_int(p.get('busy'))}/{_int(p.get('slots'))}" if live else "-",
+                 *(_int(m.get(k)) for k in ("requests", "successes", "failures", "wins")),
+                 _num(m.get("latency_p95_s")), _num(m.get("tokens_per_s"), 1),
+                 _text(m.get("last_error")))
+        table.add_row(*map(Text, cells))
     console.print(table)
     machines = [(_text(p.get("name")) or "?", hardware_summary(p["profile"])) for p in peers
                 if isinstance(p.get("profile"), dict) and hardware_summary(p["profile"])]
@@ -219,7 +248,7 @@ def peers_table(peers: list[dict[str, Any]], console: Console) -> None:
         hw.add_column("peer", no_wrap=True, overflow="ellipsis", max_width=16)
         hw.add_column("hardware", overflow="fold")
         for row in machines:
-            hw.add_row(*row)
+            hw.add_row(*map(Text, row))
         console.print(hw)
 
 
@@ -235,7 +264,19 @@ def _is_count(x: Any) -> bool:
 
 
 def _text(x: Any) -> str:
-    return " ".join(x.split()) if isinstance(x, str) else ""
+    """Peer text as one printable line: no control or format characters (terminal escapes,
+    bidi overrides), whitespace runs as one space; "" for what is not text."""
+    return clean(x, _TEXT_MAX)
+
+
+def clean(x: Any, limit: int) -> str:
+    """`_text` cut to `limit` characters, its end marked "..." where it was cut."""
+    if not isinstance(x, str):
+        return ""
+    head = "".join(ch for ch in x[:limit + 64] if ch in _JOINERS
+                   or not unicodedata.category(ch).startswith("C") or ch in "\t\n\r")
+    line = " ".join(head.split())
+    return line if len(line) <= limit else line[:limit - 3].rstrip() + "..."
 
 
 def _int(x: Any) -> str:

@@ -4,6 +4,7 @@ in a pipe. A raw fake broker on loopback stands in where only the wire matters."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -192,3 +193,49 @@ def test_a_busy_http_port_is_one_sentence_and_exit_1():
                 "--http", f"127.0.0.1:{port}")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"cannot serve HTTP on 127.0.0.1:{port}" in r.stderr and "in use" in r.stderr
+
+
+# -- issue 8: the per-job knobs ------------------------------------------------------------
+
+def test_ask_maps_the_sampling_knobs_onto_the_job_and_defaults_to_the_contract(fake):
+    from common.bodies import GenerateRequest, Sampling
+    r = cli("swarm-ask", "--broker", fake.endpoint, "--top-p", "0.9",
+            "--temperature-spread", "0.4", "--greedy", "--no-quorum", "--strategy", "majority",
+            "Why?")
+    assert r.returncode == 0, r.stderr
+    body = fake.wait_for(F.SERVICE_GENERATE)[0].body
+    assert body["top_p"] == 0.9 and body["temperature_spread"] == 0.4
+    assert body["greedy"] is True and body["quorum"] is False
+    assert body["strategy"] == "majority"
+    # no knob given: the job carries the contract's defaults (common/bodies.py)
+    assert cli("swarm-ask", "--broker", fake.endpoint, "Why?").returncode == 0
+    body = fake.wait_for(F.SERVICE_GENERATE, 2)[1].body
+    job = GenerateRequest(Sampling())
+    assert (body["temperature_spread"], body["greedy"], body["quorum"], body["top_p"],
+            body["strategy"]) == (job.spread, job.greedy, job.quorum, job.sampling.top_p,
+                                  job.strategy)
+
+
+@pytest.mark.parametrize("args", [
+    ("--temperature-spread", "2.5"), ("--temperature-spread", "-0.1"),
+    ("--temperature-spread", "nan"), ("--top-p", "1.5"), ("--top-p", "inf"),
+])
+def test_ask_refuses_knobs_out_of_range(args):
+    assert_usage_error(cli("swarm-ask", "--broker", "tcp://127.0.0.1:1", *args, "hi"),
+                       args[0], "is not")  # out of range, not an unknown option
+
+
+def test_ask_shows_the_explained_vote_on_stderr_and_only_the_answer_on_stdout(fake):
+    from tests.test_cli_render import explained
+    fake.answers[F.SERVICE_GENERATE] = [(explained(), True)]
+    r = cli("swarm-ask", "--broker", fake.endpoint, "What is 6 x 7?")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "It is 42.\n"  # a pipe gets the answer alone
+    lines = r.stderr.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["cand", "peer"])
+    assert lines[head + 2].split()[:3] == ["*", "1", "w2"]  # the winner's row, marked
+    assert "vote (majority): 2 of 4 candidates answered 42" in lines
+    assert "early quorum: 1 cancelled, ~1.3 s saved" in lines
+    assert lines[-1].startswith("winner: candidate 1 from w2")
+    r = cli("swarm-ask", "--broker", fake.endpoint, "--json", "What is 6 x 7?")
+    assert json.loads(r.stdout)["vote"]["method"] == "majority"

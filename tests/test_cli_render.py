@@ -138,3 +138,147 @@ def test_peers_show_each_machine_in_lines_and_in_the_table():
     lines = out.getvalue().splitlines()
     assert all(len(line) <= 80 for line in lines), lines
     assert any("hardware" in line for line in lines) and "RTX 4090" in out.getvalue()
+
+
+# -- issue 8: the explained vote -----------------------------------------------------------
+
+def explained(**vote) -> dict:
+    """A FINAL in the shape issue 8 gives it: each candidate says how it voted."""
+    def cand(i, peer, text, answer, group, agreed, **extra):
+        return {"cand": i, "peer": peer, "ok": True, "state": "done", "text": text,
+                "error": None, "latency_s": 1.25 + i, "tokens": 9, "answer": answer,
+                "group": group, "score": 0.5 if group == 0 else 0.25, "agreed": agreed,
+                "logprob": -0.4, **extra}
+    return {"winner": {"cand": 1, "peer": "w2", "text": "It is 42."}, "strategy": "auto",
+            "vote": {"method": "majority", "reason": "2 of 4 candidates answered 42",
+                     "cancelled": 1, "saved_s": 1.3, **vote},
+            "votes": {"0": 0.5, "1": 0.5, "2": 0.25},
+            "candidates": [cand(0, "w1", "The answer is 42.", "42", 0, [1]),
+                           cand(1, "w2", "It is 42.", "42", 0, [0]),
+                           cand(2, "w1", "Let me think about forty-one apples", None, 1, []),
+                           {"cand": 3, "peer": "w2", "ok": False, "state": "cancelled",
+                            "text": "", "error": "the vote no longer needed it",
+                            "latency_s": None, "answer": None, "group": None, "score": None,
+                            "agreed": [], "logprob": None},
+                           {"cand": 4, "peer": "phone", "ok": False, "state": "failed",
+                            "text": "", "error": "peer went silent", "latency_s": 3.0}],
+            "usage": {}}
+
+
+def cells(line: str) -> list[str]:
+    return line.split()
+
+
+def test_the_vote_table_has_a_row_a_candidate_the_winner_marked_then_why():
+    from rich.cells import cell_len
+
+    from client.vote_table import vote_table
+    lines = vote_table(explained())
+    assert cells(lines[0]) == ["cand", "peer", "answer", "group", "score", "agreed", "time",
+                               "state"]
+    rows = {cells(line)[1] if line.startswith("*") else cells(line)[0]: line
+            for line in lines[1:6]}
+    assert lines[2].startswith("*") and not any(
+        line.startswith("*") for i, line in enumerate(lines[1:6]) if i != 1)
+    assert cells(rows["0"]) == ["0", "w1", "42", "0", "0.50", "1", "1.2s", "done"]
+    assert cells(rows["1"]) == ["*", "1", "w2", "42", "0", "0.50", "0", "2.2s", "done"]
+    assert '"Let me think' in rows["2"] and "0.25" in rows["2"]  # no answer: its text's start
+    assert "cancelled: the" in rows["3"]  # and why, as far as it fits
+    assert "failed: peer" in rows["4"] and "3.0s" in rows["4"]  # clipped to fit 80
+    assert lines[6] == "vote (majority): 2 of 4 candidates answered 42"
+    assert lines[7] == "early quorum: 1 cancelled, ~1.3 s saved"
+    assert len(lines) == 8 and all(cell_len(line) <= 80 for line in lines)
+
+
+def test_no_early_quorum_line_when_none_was_cancelled_and_none_without_a_vote():
+    from client.vote_table import vote_table
+    assert not any("quorum" in line for line in vote_table(explained(cancelled=0)))
+    old = explained()
+    del old["vote"]
+    for c in old["candidates"]:
+        for key in ("answer", "group", "score", "agreed"):
+            c.pop(key, None)
+    lines = vote_table(old)  # a broker before issue 8: the table still reads the votes
+    assert len(lines) == 6 and '"The answer is' in lines[1] and "0.50" in lines[1]
+
+
+@pytest.mark.parametrize("broken", [
+    {"candidates": "many"},
+    {"candidates": [None, 7, {"cand": True, "peer": ["x"], "answer": 42, "group": -1,
+                              "score": float("nan"), "agreed": "all", "latency_s": "1",
+                              "state": {"x": 1}, "error": b"bytes", "ok": "yes"}]},
+    {"candidates": [{"cand": 0, "peer": "w\x1b[31mred\x1b[0m\u202eevil", "text": "a\x07b\r\nc",
+                     "answer": "[/x] [bold]42", "group": 2**40, "score": float("inf"),
+                     "agreed": [1, True, -1, "2", 2**40], "latency_s": -5.0}]},
+    {"candidates": [{"cand": i, "answer": "\u6771\u4eac" * 500, "error": "x" * 10**6,
+                     "peer": "\U0001f468\u200d\U0001f4bb" * 40, "ok": False, "state": "failed"}
+                    for i in range(200)]},
+    {"vote": "majority"},
+    {"vote": {"method": 7, "reason": "\x1b]0;pwned\x07" + "r" * 10**5, "cancelled": -2,
+              "saved_s": float("nan")}},
+    {"vote": {"method": None, "reason": None, "cancelled": True, "saved_s": "lots"}},
+    {"vote": {"cancelled": 2, "saved_s": -1.0}},
+    {"winner": None, "votes": [1]},
+], ids=lambda b: repr(b)[:40])
+def test_the_vote_table_takes_any_final_and_prints_only_short_printable_lines(broken):
+    import unicodedata
+
+    from rich.cells import cell_len
+
+    from client.vote_table import vote_table
+    result = {**explained(), **broken}
+    for width in (80, 200, 20):
+        lines = vote_table(result, width)
+        for line in lines:
+            assert cell_len(line) <= 80 and "\x1b" not in line
+            assert not any(unicodedata.category(ch) in ("Cc", "Cf") and ch != "\u200d"
+                           for ch in line), repr(line)
+    if isinstance(broken.get("candidates"), list) and len(broken["candidates"]) > 64:
+        assert "(136 more candidates not shown)" in lines
+
+
+def test_json_has_the_vote_and_how_each_candidate_voted_as_they_came():
+    import json
+
+    from client.render import json_result, plain
+    out = json_result(explained())
+    assert out["vote"] == explained()["vote"]
+    c0 = out["candidates"][0]
+    assert (c0["answer"], c0["group"], c0["score"], c0["agreed"], c0["logprob"], c0["state"]) \
+        == ("42", 0, 0.5, [1], -0.4, "done")
+    assert out["candidates"][4]["answer"] is None  # a key that did not come is null
+    odd = {**explained(), "vote": {"reason": b"\xff bytes", "saved_s": float("nan"),
+                                   "deep": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}
+    text = json.dumps(plain(json_result(odd)), allow_nan=False)  # strict JSON, no TypeError
+    vote = json.loads(text)["vote"]
+    assert vote["reason"] == "\ufffd bytes" and vote["saved_s"] is None
+
+
+def test_markup_and_escapes_in_peer_text_are_drawn_as_written():
+    from rich.console import Console
+
+    from client.render import peers_table
+    from tests.test_cli_input import _peer
+    progress = Progress(io.StringIO(), live=False)
+    progress.on_event(event("dispatched", peer="w[/x]"))
+    for piece in ("The", " [bold]answer", " is [/]", " \x1b[2J42"):
+        progress.on_event(event("token", peer="w[/x]", text=piece))
+    out = io.StringIO()
+    console = Console(file=out, width=200, force_terminal=True, color_system=None)
+    console.print(progress._table())  # "[/x]" was read as markup: MarkupError
+    peers_table([_peer("gpu[/b]", True, "oops [/red]")], console)
+    drawn = out.getvalue()
+    assert "The [bold]answer is [/] [2J42" in drawn and "w[/x]" in drawn
+    assert "gpu[/b]" in drawn and "oops [/red]" in drawn and "\x1b[2J" not in drawn
+
+
+def test_a_long_reason_wraps_over_a_few_lines_instead_of_being_cut():
+    from client.vote_table import vote_table
+    reason = ("no two of the 3 answers agreed; 'Paris.' won the tie on peer reliability, "
+              "then latency")
+    lines = vote_table(explained(reason=reason, cancelled=0))
+    at = next(i for i, line in enumerate(lines) if line.startswith("vote ("))
+    assert " ".join(line.strip() for line in lines[at:]) == f"vote (majority): {reason}"
+    assert all(len(line) <= 80 for line in lines) and lines[at + 1].startswith("  ")
+    huge = vote_table(explained(reason="word " * 10**4, cancelled=0))
+    assert len(huge) - at == 3 and huge[-1].endswith("\u2026")

@@ -172,6 +172,23 @@ def test_local_runs_a_whole_swarm_in_one_process():
     assert "Traceback" not in r.stderr  # the worker's goodbye, sent as all of it stops
 
 
+def test_local_explains_the_vote_in_a_table_after_the_answer():
+    """Issue 8: the table of candidates and the vote's reason, on the real model. Needs the
+    lead's FINAL (vote, per-candidate answer/group/score/agreed) for the reason line."""
+    r = ask("--local", "-k", "3", "-n", "12", "--temperature", "0", "--strategy", "majority",
+            "--no-quorum", "What is the capital of France?", timeout_s=110)
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout and "cand" not in r.stdout  # stdout: the answer alone
+    lines = r.stderr.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["cand", "peer"])
+    rows = [line.lstrip("* ").split()[:2] for line in lines[head + 1:head + 4]]
+    assert rows == [["0", "local"], ["1", "local"], ["2", "local"]]
+    assert sum(line.startswith("*") for line in lines[head + 1:head + 4]) == 1
+    reason = [line for line in lines if line.startswith("vote (")]
+    assert reason and reason[0].startswith("vote (majority): "), r.stderr
+    assert lines[-1].startswith("winner: candidate")
+
+
 def test_local_chat_answers_two_turns_and_leaves_cleanly():
     """The chat on the real model, on a pseudo-terminal as a person would type it."""
     import os

