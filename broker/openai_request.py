@@ -25,7 +25,8 @@ from common.tool_calls import ToolCall, canonical, render_calls
 
 DEFAULT_MAX_TOKENS = 512     # when the body names none
 DEFAULT_CANDIDATES = 3
-_SWARM_KNOBS = ("candidates", "strategy", "timeout_s", "temperature_spread", "greedy", "quorum")
+_SWARM_KNOBS = ("candidates", "strategy", "timeout_s", "temperature_spread", "greedy", "quorum",
+                "shuffle_examples")
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
           "tool": "tool", "function": "tool"}
 
@@ -129,7 +130,7 @@ def _sampling(body: dict[str, Any]) -> dict[str, Any]:
 
 def _swarm(body: dict[str, Any]) -> dict[str, Any]:
     """Swarm's own knobs: {"swarm": {"candidates": 5, "strategy": "majority", "timeout_s": 30,
-    "temperature_spread": 0.3, "greedy": true, "quorum": false}}."""
+    "temperature_spread": 0.3, "greedy": true, "quorum": false, "shuffle_examples": true}}."""
     raw = body.get("swarm")
     if raw is None:
         return {}
@@ -141,7 +142,7 @@ def _swarm(body: dict[str, Any]) -> dict[str, Any]:
         raise bad(f"field 'swarm.{unknown[0]}' is unknown: use {knobs}", "swarm")
     if "strategy" in raw and raw["strategy"] not in STRATEGIES:
         raise bad(f"field 'swarm.strategy' must be one of {', '.join(STRATEGIES)}", "swarm")
-    for name in ("greedy", "quorum"):
+    for name in ("greedy", "quorum", "shuffle_examples"):
         if raw.get(name) is not None and not isinstance(raw[name], bool):
             raise bad(f"field 'swarm.{name}' must be a boolean", "swarm")
     try:

@@ -144,7 +144,8 @@ _bodies = st.builds(
     st.fixed_dictionaries({}, optional={"tools": _tools, "tool_choice": _choice,
                                         "swarm": st.dictionaries(st.sampled_from(
                                             ["candidates", "strategy", "timeout_s",
-                                             "temperature_spread", "greedy", "quorum"]),
+                                             "temperature_spread", "greedy", "quorum",
+                                             "shuffle_examples"]),
                                             _plausible | st.sampled_from(STRATEGIES)),
                                         "stream": st.booleans()}))
 
@@ -165,9 +166,11 @@ def test_any_body_is_a_job_or_a_400(body, chat):
 
 def test_the_sampling_knobs_in_swarm_reach_the_job():
     api = chat_request({"messages": [USER], "top_p": 0.8, "swarm": {
-        "temperature_spread": 0.5, "greedy": True, "quorum": False, "strategy": "confidence"}})
+        "temperature_spread": 0.5, "greedy": True, "quorum": False, "strategy": "confidence",
+        "shuffle_examples": True}})
     job = api.job
     assert (job.spread, job.greedy, job.quorum, job.strategy) == (0.5, True, False, "confidence")
+    assert job.shuffle
     assert job.sampling.top_p == 0.8
     plain = chat_request({"messages": [USER], "swarm": {"greedy": None}}).job
     assert (plain.spread, plain.greedy, plain.quorum) == (0.0, False, True)
@@ -182,6 +185,7 @@ def test_the_sampling_knobs_in_swarm_reach_the_job():
     ({"greedy": "yes"}, "swarm.greedy"),
     ({"quorum": 0}, "swarm.quorum"),
     ({"quorum": [False]}, "swarm.quorum"),
+    ({"shuffle_examples": "on"}, "swarm.shuffle_examples"),
 ])
 def test_a_bad_knob_is_a_400_naming_it(knobs, named):
     with pytest.raises(ApiError) as err:
