@@ -16,6 +16,7 @@ from pathlib import Path
 QUESTIONS = Path(__file__).with_name("questions.jsonl")
 CATEGORIES = ("arithmetic", "capitals", "units", "yesno", "word", "opposites")
 STOP = ("\n",)
+STYLES = ("show", "long", "category", "mixed", "zero")  # prompt styles; "show" is the chosen one
 
 # Few-shot examples, none of them in the question set, one block per category.
 SHOTS = {

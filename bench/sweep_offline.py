@@ -37,7 +37,7 @@ def spread_temps(temperature: float, spread: float, n: int) -> list[float]:
 @click.option("--min-p", default=0.05)
 @click.option("--spread", default=0.0)
 @click.option("--samples", default=7)
-@click.option("--style", default="category", type=click.Choice(["category", "mixed", "zero"]))
+@click.option("--style", default="category", type=click.Choice(data.STYLES))
 @click.option("--items", default=0, help="first N items per category (0: all)")
 @click.option("--max-tokens", default=16)
 @click.option("--threads", default=1)
