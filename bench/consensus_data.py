@@ -16,7 +16,8 @@ from pathlib import Path
 QUESTIONS = Path(__file__).with_name("questions.jsonl")
 CATEGORIES = ("arithmetic", "capitals", "units", "yesno", "word", "opposites")
 STOP = ("\n",)
-STYLES = ("show", "long", "category", "mixed", "zero")  # prompt styles; "show" is the chosen one
+STYLES = ("show", "long", "category", "mixed", "zero")  # few-shot styles; "show" is the chosen one
+FORMATS = ("chat", "qa")  # few-shot as chat turns, or as a raw "Q: ... A: ..." prompt
 
 # Few-shot examples, none of them in the question set, one block per category.
 SHOTS = {
@@ -89,22 +90,31 @@ def load(path: Path = QUESTIONS) -> list[Item]:
     return items
 
 
-def prompt(item: Item, style: str = "category") -> str:
-    """The raw completion prompt: few-shot examples, then the question and "A:"."""
+def shots_for(item: Item, style: str) -> list[tuple[str, str]]:
+    """The few-shot (question, answer) pairs a style puts before the item's question."""
     if style == "zero":
-        return f"Q: {item.question}\nA:"
+        return []
     if style == "mixed":
-        shots = [s for cat in CATEGORIES for s in SHOTS[cat][:1]]
-    elif style == "long":
-        shots = SHOTS[item.category]
-    elif style == "show":
-        shots = SHOTS[item.category]
-        if item.category in SHOWN:
-            shots = [(q, a) for (q, _), a in zip(shots, SHOWN[item.category])]
-    else:
-        shots = SHOTS[item.category][:3]
-    lines = [f"Q: {q}\nA: {a}\n" for q, a in shots]
+        return [s for cat in CATEGORIES for s in SHOTS[cat][:1]]
+    shots = SHOTS[item.category]
+    if style == "show" and item.category in SHOWN:
+        return [(q, a) for (q, _), a in zip(shots, SHOWN[item.category])]
+    return shots if style == "long" else shots[:3]
+
+
+def prompt(item: Item, style: str = "show") -> str:
+    """The raw completion prompt: "Q: ...\nA: ..." examples, then the question and "A:"."""
+    lines = [f"Q: {q}\nA: {a}\n" for q, a in shots_for(item, style)]
     return "\n".join([*lines, f"Q: {item.question}\nA:"])
+
+
+def messages(item: Item, style: str = "show") -> tuple[dict[str, str], ...]:
+    """The same examples as chat turns, the item's question last: the broker then reads the
+    question alone (not the examples) when it extracts a candidate's answer."""
+    turns = []
+    for q, a in shots_for(item, style):
+        turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return (*turns, {"role": "user", "content": item.question})
 
 
 # -- interim scoring, until broker/extract.py lands: the same contract, a smaller rule set

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.consensus_data import STOP, Item, messages, prompt
 from client.client import SwarmClient
 from common.bodies import GenerateRequest, Sampling
 from common.errors import SwarmError
@@ -80,6 +81,7 @@ class Setting:
     greedy_cand: bool = False
     max_tokens: int = 24
     style: str = "show"
+    format: str = "chat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +94,14 @@ class JobResult:
         return [c.get("text") or "" for c in self.final.get("candidates", [])]
 
 
-def request(prompt: str, stop: tuple[str, ...], setting: Setting, k: int, strategy: str,
-            seed: int, quorum: bool = True, temperature: float | None = None) -> GenerateRequest:
+def request(item: Item, setting: Setting, k: int, strategy: str, seed: int,
+            quorum: bool = True, temperature: float | None = None) -> GenerateRequest:
+    """One job for one item: the few-shot prompt as chat turns (or a raw Q/A prompt)."""
     temp = setting.temperature if temperature is None else temperature
-    sampling = Sampling(prompt=prompt, max_tokens=setting.max_tokens, temperature=temp,
-                        stop=stop, top_p=setting.top_p, logprobs=True)
+    text = dict(messages=messages(item, setting.style)) if setting.format == "chat" else \
+        dict(prompt=prompt(item, setting.style))
+    sampling = Sampling(**text, max_tokens=setting.max_tokens, temperature=temp, stop=STOP,
+                        top_p=setting.top_p, logprobs=True)
     return GenerateRequest(sampling, candidates=k, strategy=strategy, seed=seed, timeout_s=300,
                            spread=setting.spread if temperature is None else 0.0,
                            greedy=setting.greedy_cand and temperature is None, quorum=quorum)

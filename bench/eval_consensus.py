@@ -94,7 +94,10 @@ def real_summary(items, runs) -> dict:
               help="temperature_spread of each job.")
 @click.option("--greedy-cand/--no-greedy-cand", default=False, show_default=True,
               help="Candidate 0 of each job decodes at temperature 0.")
-@click.option("--style", type=click.Choice(data.STYLES), default="show", show_default=True)
+@click.option("--style", type=click.Choice(data.STYLES), default="show", show_default=True,
+              help="Few-shot examples: show (answers show their working), long, category, mixed, zero.")
+@click.option("--format", "fmt", type=click.Choice(data.FORMATS), default="chat", show_default=True,
+              help="The examples as chat turns, or as one raw Q/A prompt.")
 @click.option("--max-tokens", type=click.IntRange(1, 256), default=24, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
@@ -103,12 +106,12 @@ def real_summary(items, runs) -> dict:
 @click.option("--no-real", is_flag=True, help="Skip the real auto and judge jobs (pool and greedy only).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the settings, table and raw per-item results here.")
-def main(quick, count, ks, temperature, top_p, spread, greedy_cand, style, max_tokens, workers,
+def main(quick, count, ks, temperature, top_p, spread, greedy_cand, style, fmt, max_tokens, workers,
          threads, seed, judge_all, no_real, json_path):
     """Consensus accuracy of the bundled model through a real swarm on loopback."""
     ks = parse_ks("1,5" if quick and ks == "1,3,5,7" else ks)
     items = choose(data.load(), count or (42 if quick else 0))
-    setting = Setting(temperature, top_p, spread, greedy_cand, max_tokens, style)
+    setting = Setting(temperature, top_p, spread, greedy_cand, max_tokens, style, fmt)
     try:
         with tempfile.TemporaryDirectory() as tmp, local_swarm(workers, threads, Path(tmp)) as client:
             report = evaluate(client, items, setting, ks, seed, judge_all, not no_real)
@@ -120,11 +123,8 @@ def main(quick, count, ks, temperature, top_p, spread, greedy_cand, style, max_t
 
 
 def evaluate(client, items, setting: Setting, ks, seed: int, judge_all: bool, real: bool) -> dict:
-    prompts = [data.prompt(it, setting.style) for it in items]
-
     def job(k, strategy, quorum=True, temperature=None):
-        return lambda n, it: request(prompts[n], data.STOP, setting, k, strategy,
-                                     seed + 100 * n, quorum, temperature)
+        return lambda n, it: request(it, setting, k, strategy, seed + 100 * n, quorum, temperature)
 
     start = time.monotonic()
     pool = run_pass(client, items, f"pool k={ks[-1]}", job(ks[-1], "majority", quorum=False))
@@ -149,7 +149,7 @@ def evaluate(client, items, setting: Setting, ks, seed: int, judge_all: bool, re
 
 
 def _settings(setting: Setting, items, ks, seed) -> dict:
-    fields = ("temperature", "top_p", "spread", "greedy_cand", "max_tokens", "style")
+    fields = ("temperature", "top_p", "spread", "greedy_cand", "max_tokens", "style", "format")
     return {**{f: getattr(setting, f) for f in fields}, "items": len(items), "ks": list(ks), "seed": seed}
 
 

@@ -49,6 +49,10 @@ def test_a_bad_question_line_is_one_clear_error(tmp_path):
 def test_the_prompt_ends_with_the_question_and_an_answer_label():
     item = data.Item("capitals", "What is the capital of France?", "Paris")
     text = data.prompt(item, "show")
+    turns = data.messages(item, "show")
+    assert turns[-1] == {"role": "user", "content": item.question}
+    assert turns[:2] == ({"role": "user", "content": "What is the capital of Chile?"},
+                         {"role": "assistant", "content": "Santiago"})
     assert text.endswith("Q: What is the capital of France?\nA:")
     assert "Q: What is the capital of Chile?\nA: Santiago\n" in text
 
