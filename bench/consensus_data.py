@@ -152,7 +152,11 @@ def answer_key(text: str, question: str = "") -> str | None:
 
 
 def gold_keys(item: Item) -> set[str]:
-    return {k for g in item.golds if (k := answer_key(g)) is not None}
+    """The gold answers' keys, read alone and as a candidate's answer to the question is read
+    (extraction drops the question's own words: "Mexico City" to "What is the capital of
+    Mexico?" is "city")."""
+    return {k for g in item.golds for q in ("", item.question)
+            if (k := answer_key(g, q)) is not None}
 
 
 def is_right(item: Item, text: str) -> bool:

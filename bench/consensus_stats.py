@@ -67,14 +67,15 @@ def _answer(cand: dict, index: int):
     return Answer(index, cand.get("text") or "", float(cand.get("latency_s") or 0.0), 1.0, **extra)
 
 
-def offline_vote(strategy: str, final: dict, k: int) -> str:
-    """The winner's text when `strategy` votes over the first k candidates of a pool job."""
+def offline_vote(strategy: str, final: dict, k: int, question: str = "") -> str:
+    """The winner's text when `strategy` votes over the first k candidates of a pool job,
+    as the broker votes (the question is what extraction reads answers against)."""
     from broker.voting import vote
     cands = sorted(final["candidates"], key=lambda c: c.get("cand", 0))[:k]
     answers = [_answer(c, i) for i, c in enumerate(cands) if c.get("ok")]
     if not answers:
         return ""
-    return cands[vote(strategy, answers).winner].get("text") or ""
+    return cands[vote(strategy, answers, question).winner].get("text") or ""
 
 
 def gain_cell(a: Sequence[float], b: Sequence[float]) -> dict:

@@ -79,6 +79,7 @@ class Setting:
     top_p: float = 1.0
     spread: float = 0.0
     greedy_cand: bool = False
+    shuffle: bool = False      # a prompt-order ensemble: the examples reordered per candidate
     max_tokens: int = 24
     style: str = "show"
     format: str = "chat"
@@ -104,7 +105,8 @@ def request(item: Item, setting: Setting, k: int, strategy: str, seed: int,
                         top_p=setting.top_p, logprobs=True)
     return GenerateRequest(sampling, candidates=k, strategy=strategy, seed=seed, timeout_s=300,
                            spread=setting.spread if temperature is None else 0.0,
-                           greedy=setting.greedy_cand and temperature is None, quorum=quorum)
+                           greedy=setting.greedy_cand and temperature is None, quorum=quorum,
+                           shuffle=setting.shuffle and temperature is None)
 
 
 def run_job(client: SwarmClient, req: GenerateRequest) -> JobResult:

@@ -94,6 +94,8 @@ def real_summary(items, runs) -> dict:
               help="temperature_spread of each job.")
 @click.option("--greedy-cand/--no-greedy-cand", default=False, show_default=True,
               help="Candidate 0 of each job decodes at temperature 0.")
+@click.option("--shuffle/--no-shuffle", default=False, show_default=True,
+              help="shuffle_examples: each candidate but the first sees the examples in its own order.")
 @click.option("--style", type=click.Choice(data.STYLES), default="show", show_default=True,
               help="Few-shot examples: show (answers show their working), long, category, mixed, zero.")
 @click.option("--format", "fmt", type=click.Choice(data.FORMATS), default="chat", show_default=True,
@@ -106,12 +108,12 @@ def real_summary(items, runs) -> dict:
 @click.option("--no-real", is_flag=True, help="Skip the real auto and judge jobs (pool and greedy only).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the settings, table and raw per-item results here.")
-def main(quick, count, ks, temperature, top_p, spread, greedy_cand, style, fmt, max_tokens, workers,
+def main(quick, count, ks, temperature, top_p, spread, greedy_cand, shuffle, style, fmt, max_tokens, workers,
          threads, seed, judge_all, no_real, json_path):
     """Consensus accuracy of the bundled model through a real swarm on loopback."""
     ks = parse_ks("1,5" if quick and ks == "1,3,5,7" else ks)
     items = choose(data.load(), count or (42 if quick else 0))
-    setting = Setting(temperature, top_p, spread, greedy_cand, max_tokens, style, fmt)
+    setting = Setting(temperature, top_p, spread, greedy_cand, shuffle, max_tokens, style, fmt)
     try:
         with tempfile.TemporaryDirectory() as tmp, local_swarm(workers, threads, Path(tmp)) as client:
             report = evaluate(client, items, setting, ks, seed, judge_all, not no_real)
@@ -129,7 +131,7 @@ def evaluate(client, items, setting: Setting, ks, seed: int, judge_all: bool, re
     start = time.monotonic()
     pool = run_pass(client, items, f"pool k={ks[-1]}", job(ks[-1], "majority", quorum=False))
     greedy = run_pass(client, items, "greedy", job(1, "first", temperature=0.0))
-    offline = {(s, k): [float(data.is_right(it, offline_vote(s, p["final"], k)))
+    offline = {(s, k): [float(data.is_right(it, offline_vote(s, p["final"], k, it.question)))
                         for it, p in zip(items, pool)] for s in OFFLINE for k in ks}
     real_runs: dict[tuple[str, int], dict] = {}
     for k in ks if real else ():
@@ -149,7 +151,7 @@ def evaluate(client, items, setting: Setting, ks, seed: int, judge_all: bool, re
 
 
 def _settings(setting: Setting, items, ks, seed) -> dict:
-    fields = ("temperature", "top_p", "spread", "greedy_cand", "max_tokens", "style", "format")
+    fields = ("temperature", "top_p", "spread", "greedy_cand", "shuffle", "max_tokens", "style", "format")
     return {**{f: getattr(setting, f) for f in fields}, "items": len(items), "ks": list(ks), "seed": seed}
 
 
