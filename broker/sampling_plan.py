@@ -1,8 +1,9 @@
 """Each candidate's sampling: diversity that feeds the vote. Pure.
 
 A job may spread its candidates' temperatures evenly over temperature +- spread (clamped
-to 0..2) and make candidate 0 greedy (temperature 0) among the sampled ones; seeds differ
-per candidate anyway. With `shuffle_examples`, a chat whose last user message follows
+to 0..2) and make candidate 0 greedy (temperature 0) among the sampled ones (the default:
+the benchmark's vote gained 6 points with it, docs/consensus.md); seeds differ per
+candidate anyway. With `shuffle_examples`, a chat whose last user message follows
 worked examples (user, assistant turns) shows each candidate but the first those examples
 in an order of its own (drawn from its seed): a prompt-order ensemble, whose candidates err
 less alike than samples of one prompt do. Strategy `confidence` asks every worker for its answer's mean token
@@ -20,6 +21,9 @@ MAX_TEMPERATURE = 2.0
 
 
 def temperatures(temperature: float, spread: float, n: int, greedy: bool) -> list[float]:
+    """Each candidate's temperature; `greedy` makes candidate 0 greedy when there are others
+    to sample (a lone candidate keeps the temperature asked for)."""
+    greedy = greedy and n > 1
     out = []
     sampled = n - 1 if greedy else n
     for i in range(n):

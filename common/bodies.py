@@ -152,7 +152,7 @@ class GenerateRequest:
     model: str | None = None
     stream: str = "progress"
     spread: float = 0.0     # candidates' temperatures spread evenly over temperature +- spread
-    greedy: bool = False    # candidate 0 decodes greedily (temperature 0)
+    greedy: bool = True     # of 2+ candidates, candidate 0 decodes greedily (temperature 0)
     quorum: bool = True     # majority-style votes end early once the leader cannot be overtaken
     shuffle: bool = False   # each candidate but 0 sees the example turns in its own order
 
@@ -173,7 +173,7 @@ class GenerateRequest:
             model=field(m, "model", str, None),
             stream=stream,
             spread=number(m, "temperature_spread", 0.0, 2.0, 0.0),
-            greedy=field(m, "greedy", bool, False),
+            greedy=field(m, "greedy", bool, True),
             quorum=field(m, "quorum", bool, True),
             shuffle=field(m, "shuffle_examples", bool, False),
         )

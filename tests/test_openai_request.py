@@ -173,7 +173,7 @@ def test_the_sampling_knobs_in_swarm_reach_the_job():
     assert job.shuffle
     assert job.sampling.top_p == 0.8
     plain = chat_request({"messages": [USER], "swarm": {"greedy": None}}).job
-    assert (plain.spread, plain.greedy, plain.quorum) == (0.0, False, True)
+    assert (plain.spread, plain.greedy, plain.quorum) == (0.0, True, True)
 
 
 @pytest.mark.parametrize("knobs, named", [

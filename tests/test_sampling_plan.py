@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(10)
     (0.2, 0.5, 3, False, [0.0, 0.2, 0.7]),     # clamped at 0
     (1.8, 0.5, 2, False, [1.3, 2.0]),          # and at 2
     (0.8, 0.4, 1, False, [0.8]),
-    (0.8, 0.4, 1, True, [0.0]),
+    (0.8, 0.4, 1, True, [0.8]),                # alone: the temperature asked for
     (0.8, 0.4, 2, True, [0.0, 0.8]),           # one sampled candidate: no spread
 ])
 def test_temperatures(t, spread, n, greedy, out):
@@ -30,7 +30,9 @@ def test_plan_shares_the_input_and_asks_for_logprobs_only_under_confidence():
     out = plan(req, [1, 2, 3])
     assert [s.temperature for s in out] == [0.0, 0.7, 0.7]
     assert all(s.logprobs and s.prompt == "Q" for s in out)
-    assert not any(s.logprobs for s in plan(GenerateRequest.from_map({"prompt": "Q"}), [1, 2, 3]))
+    plain = plan(GenerateRequest.from_map({"prompt": "Q"}), [1, 2, 3])
+    assert not any(s.logprobs for s in plain)
+    assert [s.temperature for s in plain] == [0.0, 0.7, 0.7]  # one greedy candidate by default
 
 
 def test_the_question_is_the_last_user_message_or_the_prompt():
