@@ -232,7 +232,11 @@ def _restated(first: str, question: str) -> Extracted | None:
 
 
 def _short(line: str) -> bool:
-    return len(line) <= LINE_CHARS and len(_WORD.findall(line)) <= LINE_WORDS
+    """A short answer: a hedge it opens with ("I think ...") does not count against it."""
+    words = _WORD.findall(line)
+    hedge = next((i for i, w in enumerate(words) if w.lower() not in _HEDGES), len(words))
+    lead = len(" ".join(words[:hedge]))
+    return len(line) - lead <= LINE_CHARS and len(words) - hedge <= LINE_WORDS
 
 
 def _classify(span: str, question: str) -> Extracted | None:
@@ -255,7 +259,14 @@ def _classify(span: str, question: str) -> Extracted | None:
     if found:
         return Extracted(NUMBER, *found)
     value = _line_value(span, question) if _short(span) else ""
-    return Extracted(LINE, value, span.rstrip(".!?")) if len(value) > 1 else None
+    return Extracted(LINE, value, _as_written(span, value)) if len(value) > 1 else None
+
+
+def _as_written(span: str, value: str) -> str:
+    """The answer's own words as the text wrote them ("Paris" of "The capital is Paris.")."""
+    wanted = value.split()
+    words = [w for w in _WORD.findall(span) if w.lower() in wanted]
+    return " ".join(words) if len(words) == len(wanted) else span.rstrip(".!?")
 
 
 def _line_value(span: str, question: str) -> str:

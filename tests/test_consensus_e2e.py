@@ -11,6 +11,7 @@ import pytest
 from client.client import SwarmClient
 from common.bodies import GenerateRequest, Sampling
 from tests.conftest import free_port, run, wait_for_peers
+from tests.test_e2e import swarm  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.model
 
@@ -25,13 +26,9 @@ def solo(procs, model_path):
 
 
 @pytest.fixture
-def pair(procs, model_path):
-    port = free_port()
-    procs.broker(port, "--timeout-s", "300")
-    procs.worker(port, "w1", "--model", str(model_path))
-    procs.worker(port, "w2", "--model", str(model_path))
-    wait_for_peers(port, {"w1", "w2"})
-    return f"tcp://127.0.0.1:{port}"
+def pair(swarm):
+    """test_e2e's broker with two one-slot workers, w1 and w2."""
+    return f"tcp://127.0.0.1:{swarm}"
 
 
 def generate(broker: str, question: str, **kw) -> dict:

@@ -106,6 +106,9 @@ def test_numbers_are_normalised(text, want):
      "What is the capital of France?", "line:paris"),
     ("The opposite of hot is cold.", "What is the opposite of hot?", "line:cold"),
     ("It's cold.", "What is the opposite of hot?", "line:cold"),
+    # a hedge it opens with does not make a short answer long
+    ("I think the capital of France is Paris.", "What is the capital of France?", "line:paris"),
+    ("I'm in Paris, but I'm not in Germany today.", "Where are you?", None),
     # long prose without a marker gives nothing: the vote then uses similarity
     ("Paris is a beautiful city with a long history, museums, cafes and the Seine river, "
      "and many people visit it every year to see its sights.", "Tell me about Paris.", None),
@@ -120,6 +123,9 @@ def test_shown_keeps_what_the_text_wrote():
     found = extract("The distance is 1,250 km in all.", "How far is it?")
     assert (found.kind, found.value, found.shown) == (NUMBER, "1250", "1,250 km")
     assert extract("(B) Mars", MC).shown == "(B)"
+    # a line answer shows its own words as written, what the vote compared
+    assert extract("The capital of France is Paris.", "What is the capital of France?").shown \
+        == "Paris"
 
 
 def test_a_huge_text_is_read_only_at_its_ends():
