@@ -19,7 +19,7 @@ from broker.judge import Judgement, judge_sampling
 from broker.metrics import MetricsBook
 from broker.tool_vote import NoValidCall, Offer, count
 from broker.verdicts import InlineVoter, all_failed, answers, error_map, result_map
-from broker.voting import normalise
+from broker.voting import clip, normalise
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Ballots:
         if job.request.strategy != "judge" or job.request.sampling.calls_tools:
             return False
         ballot = [a for a in answers(job, lambda peer: 1.0) if a.text.strip()]
-        if len({normalise(a.text) for a in ballot}) < 2:
+        if len({normalise(clip(a.text)) for a in ballot}) < 2:
             return False  # nothing to choose between: the vote says so
         sampling, order = judge_sampling(job.question, ballot)
         job.judge = Candidate(len(job.candidates), job.candidates[0].seed, sampling=sampling)
