@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/loop_stall.py
 	$(BIN)/python bench/gpu_offload.py --rounds 1
+	$(BIN)/python bench/eval_consensus.py --quick
 
 clean:
 	rm -rf $(VENV) *.egg-info
