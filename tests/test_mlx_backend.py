@@ -248,7 +248,7 @@ def test_a_worker_node_serves_a_job_with_the_mlx_backend_through_the_broker(ctx,
                 while not any(p["live"] for p in (await client.status())["peers"]):
                     await asyncio.sleep(0.05)
                 request = GenerateRequest(Sampling(prompt=PROMPT, max_tokens=8, temperature=1.0),
-                                          candidates=2, seed=11)
+                                          candidates=2, seed=11, greedy=False)
                 return await client.generate(request, 60.0), await client.status()
             finally:
                 node.cancel()
