@@ -72,12 +72,17 @@ def normalise(text: str) -> str:
     return _SPACE.sub(" ", text).strip().strip(".!?;:,\"'`").strip().lower()
 
 
-def answer_key(text: str, question: str = "") -> str:
-    """What majority compares: the extracted answer, else the normalised (clipped) text."""
+def read_answer(text: str, question: str = "") -> tuple[str, str]:
+    """What majority compares (the extracted answer's key, else the normalised, clipped
+    text), and the answer as written ("" when none was extracted)."""
     found = extract(text, question)
     if found is not None:
-        return found.key
-    return "text:" + normalise(clip(text))[:TEXT_KEY_CHARS]
+        return found.key, found.shown
+    return "text:" + normalise(clip(text))[:TEXT_KEY_CHARS], ""
+
+
+def answer_key(text: str, question: str = "") -> str:
+    return read_answer(text, question)[0]
 
 
 def similarity(a: str, b: str) -> float:
@@ -117,9 +122,7 @@ def group(answers: list[Answer], question: str = "") -> Groups:
     keys, shown, ids, firsts = {}, {}, {}, {}
     members: dict[int, list[int]] = defaultdict(list)
     for a in sorted(answers, key=lambda a: a.cand):
-        found = extract(a.text, question)
-        keys[a.cand] = found.key if found else "text:" + normalise(clip(a.text))[:TEXT_KEY_CHARS]
-        shown[a.cand] = found.shown if found else ""
+        keys[a.cand], shown[a.cand] = read_answer(a.text, question)
         ids[a.cand] = firsts.setdefault(keys[a.cand], len(firsts))
         members[ids[a.cand]].append(a.cand)
     return Groups(keys, shown, ids, {g: tuple(m) for g, m in members.items()})
@@ -151,8 +154,8 @@ def _count_line(answers: list[Answer], groups: Groups, v: Verdict) -> str:
     return f"{size} of {n} answers say {_says(groups, v.winner, text)}"
 
 
-def majority(answers: list[Answer], question: str = "") -> Verdict:
-    groups = group(answers, question)
+def majority(answers: list[Answer], question: str = "", groups: Groups | None = None) -> Verdict:
+    groups = groups or group(answers, question)
     v, _ = _grouped_verdict(answers, groups, {a.cand: 1.0 for a in answers}, "majority")
     return _explained(v, _count_line(answers, groups, v))
 
@@ -173,7 +176,7 @@ def confidence(answers: list[Answer], question: str = "") -> Verdict:
     groups = group(answers, question)
     weights = confidence_weights(answers)
     if weights is None:
-        v = majority(answers, question)
+        v = majority(answers, question, groups)
         return _explained(v, f"no answer reported its confidence, so plain majority: {v.reason}",
                           "confidence")
     v, share = _grouped_verdict(answers, groups, weights, "confidence")
@@ -251,8 +254,9 @@ def extractable(groups: Groups) -> bool:
 
 
 def auto(answers: list[Answer], question: str = "") -> Verdict:
-    if extractable(group(answers, question)):
-        v = majority(answers, question)
+    groups = group(answers, question)
+    if extractable(groups):
+        v = majority(answers, question, groups)
         return _explained(v, f"auto chose majority (short answers): {v.reason}")
     v = by_similarity(answers, question)
     return _explained(v, f"auto chose similarity (free-form answers): {v.reason}")
