@@ -9,9 +9,10 @@ that stops at the end of the answer line: the bundled Gemma 3 270M is a base mod
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from broker.extract import extract
 
 QUESTIONS = Path(__file__).with_name("questions.jsonl")
 CATEGORIES = ("arithmetic", "capitals", "units", "yesno", "word", "opposites")
@@ -117,37 +118,9 @@ def messages(item: Item, style: str = "show") -> tuple[dict[str, str], ...]:
     return (*turns, {"role": "user", "content": item.question})
 
 
-# -- interim scoring, until broker/extract.py lands: the same contract, a smaller rule set
-_NUM = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
-_YESNO = re.compile(r"^(yes|no)\b", re.I)
-_LEAD = re.compile(r"^(?:the answer is|answer:|a:)\s*", re.I)
-
-
-def interim_key(text: str, question: str = "") -> str | None:
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    line = _LEAD.sub("", line).strip()
-    if not line:
-        return None
-    if m := _YESNO.match(line):
-        return "yesno:" + m[1].lower()
-    nums = _NUM.findall(line)
-    if nums:
-        return "number:" + nums[-1].replace(",", "")
-    words = re.sub(r"[^\w\s]", " ", line.lower()).split()
-    if not words or len(words) > 6:
-        return None
-    if "is" in words:  # "the capital of france is paris" -> "paris"
-        words = words[len(words) - words[::-1].index("is"):] or words
-    return "line:" + " ".join(words)
-
-
 def answer_key(text: str, question: str = "") -> str | None:
-    """The key votes compare and scoring checks: broker/extract.py where it is written."""
-    try:
-        from broker.extract import extract
-        got = extract(text, question)
-    except NotImplementedError:
-        return interim_key(text, question)
+    """The key votes compare and scoring checks: broker/extract.py's."""
+    got = extract(text, question)
     return None if got is None else got.key
 
 

@@ -60,11 +60,10 @@ def offline_table(items: Sequence[data.Item], rows: Sequence[dict], ks=(1, 3, 5,
 
 
 def _answer(cand: dict, index: int):
-    """A pool candidate as broker.voting's Answer (its logprob where the Answer takes one)."""
+    """A pool candidate as broker.voting's Answer, with its logprob."""
     from broker.voting import Answer
-    fields = getattr(Answer, "__dataclass_fields__", {})
-    extra = {"logprob": cand.get("logprob")} if "logprob" in fields else {}
-    return Answer(index, cand.get("text") or "", float(cand.get("latency_s") or 0.0), 1.0, **extra)
+    return Answer(index, cand.get("text") or "", float(cand.get("latency_s") or 0.0), 1.0,
+                  cand.get("logprob"))
 
 
 def offline_vote(strategy: str, final: dict, k: int, question: str = "") -> str:
