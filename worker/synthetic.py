@@ -1,0 +1,91 @@
+"""A synthetic backend and a worker process around it, for fault tests and benchmarks.
+
+No model: each candidate is `tokens` pieces, one every `token_delay_s`, spelt from the
+job's seed so two candidates of one seed agree. It runs through the real worker session
+(READY, heartbeats, CANCEL, reconnects), so a process of it is a real peer that answers
+fast. `ignore_cancel` makes it a rude peer: it hears CANCEL and goes on generating.
+
+    python -m worker.synthetic --broker tcp://127.0.0.1:7555 --name fast --slots 3
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import click
+
+from common import frames as F
+from common import logs
+from common.bodies import Outcome, Task
+from common.cli_types import connect_endpoint, seconds
+from common.runner import run_until_signalled
+from worker.node import WorkerNode, node_profile
+from worker.session import SessionConfig
+
+log = logging.getLogger(__name__)
+
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+
+
+class SyntheticBackend:
+    name = "synthetic"
+    n_ctx = 8192
+
+    def __init__(self, tokens: int = 8, token_delay_s: float = 0.0, ignore_cancel: bool = False,
+                 model: str = "synthetic"):
+        self.tokens, self.token_delay_s = tokens, token_delay_s
+        self.ignore_cancel, self.model = ignore_cancel, model
+
+    def generate(self, task: Task, emit, cancelled: threading.Event) -> Outcome:
+        count = min(self.tokens, task.sampling.max_tokens)
+        start, pieces, first = time.monotonic(), [], None
+        for i in range(count):
+            if cancelled.is_set() and not self.ignore_cancel:
+                break
+            if self.token_delay_s:
+                time.sleep(self.token_delay_s)
+            piece = WORDS[(task.seed + i) % len(WORDS)] + " "
+            first = first if first is not None else time.monotonic() - start
+            pieces.append(piece)
+            emit(piece)
+        stopped = cancelled.is_set() and not self.ignore_cancel
+        took = time.monotonic() - start
+        return Outcome(task.job, task.cand, "".join(pieces),
+                       "cancelled" if stopped else "length",
+                       usage={"prompt_tokens": 1, "completion_tokens": len(pieces)},
+                       timings={"ttft_s": first or took, "total_s": took})
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--broker", default=F.DEFAULT_BROKER_CONNECT, callback=connect_endpoint,
+              show_default=True, help="Broker endpoint.")
+@click.option("--name", default="synthetic", show_default=True, help="Peer name.")
+@click.option("--slots", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--tokens", type=click.IntRange(0, 1_000_000), default=8, show_default=True,
+              help="Pieces per candidate (at most the job's max_tokens).")
+@click.option("--token-delay-s", type=float, default=0.0, show_default=True,
+              help="Pause before each piece.")
+@click.option("--ignore-cancel", is_flag=True, help="Hear CANCEL and keep generating.")
+@click.option("--heartbeat-s", type=seconds(), default=F.DEFAULT_HEARTBEAT_S, show_default=True)
+@click.option("--liveness", type=click.IntRange(min=1), default=F.DEFAULT_LIVENESS,
+              show_default=True)
+@click.option("--reconnect-s", type=seconds(hi=F.RECONNECT_MAX_S), default=F.RECONNECT_MIN_S,
+              show_default=True)
+@click.option("-v", "--verbose", count=True)
+def main(broker, name, slots, tokens, token_delay_s, ignore_cancel, heartbeat_s, liveness,
+         reconnect_s, verbose):
+    """Serve synthetic answers to a broker (no model; for tests and benchmarks)."""
+    logs.setup(verbose + 1)
+    backends = [SyntheticBackend(tokens, token_delay_s, ignore_cancel) for _ in range(slots)]
+    profile = node_profile(name, backends[0], slots, True, socket.gethostname())
+    config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
+                           reconnect_min_s=reconnect_s,
+                           reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S))
+    run_until_signalled(WorkerNode(config, profile, backends).run())
+
+
+if __name__ == "__main__":
+    main()
