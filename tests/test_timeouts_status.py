@@ -79,17 +79,25 @@ def test_peers_output_shows_the_timeout_and_its_source():
                                      {"s": 8.0, "source": "\x1b[31mevil"}, {"s": 8.0}],
                          ids=repr)
 def test_a_strange_timeout_from_the_broker_is_not_shown(timeout):
-    peer = {**_peer("p", True), "timeout": timeout}
-    assert not any(line.startswith("  timeout") for line in peer_lines([peer]))
+    # Given a peer whose timeout is strange beside one whose timeout is fine
+    strange = {**_peer("p", True), "timeout": timeout}
+    fine = {**_peer("q", True), "timeout": {"s": 12.0, "source": "hint", "max_tokens": 256}}
+    # Then the strange one shows no timeout line, the fine one its own
+    lines = peer_lines([strange, fine])
+    assert [line for line in lines if line.startswith("  timeout")] == \
+        ["  timeout 12.0 s hint (for 256 tokens)"]
     out = io.StringIO()
-    peers_table([peer], Console(file=out, width=80, force_terminal=True, color_system=None))
+    peers_table([strange, fine], Console(file=out, width=80, force_terminal=True,
+                                         color_system=None))
     assert "evil" not in out.getvalue() and "nan" not in out.getvalue()
+    rows = [line.split() for line in out.getvalue().splitlines()]
+    assert ["p", "-"] in [row[:2] for row in rows] and ["q", "12.0", "s", "hint"] in rows
 
 
 @pytest.mark.parametrize("args, words", [
     (("--timeout-floor-s", "10", "--timeout-cap-s", "5"), ("--timeout-floor-s", "above the cap")),
-    (("--timeout-cap-s", "0"), ("--timeout-cap-s",)),
-    (("--timeout-floor-s", "nan"), ("--timeout-floor-s",)),
+    (("--timeout-cap-s", "0"), ("Invalid value for '--timeout-cap-s'", "at least 0.01")),
+    (("--timeout-floor-s", "nan"), ("Invalid value for '--timeout-floor-s'", "not a finite")),
 ])
 def test_the_broker_refuses_a_floor_and_cap_that_make_no_sense(args, words):
     r = cli("swarm-broker", "--bind", f"tcp://127.0.0.1:{free_port()}", "--http", "off",
