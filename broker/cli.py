@@ -8,6 +8,7 @@ import math
 
 import click
 
+from broker.adaptive import DEFAULT_CAP_S, DEFAULT_FLOOR_S
 from broker.http_api import DEFAULT_HTTP, KEEPALIVE_S, HttpApi
 from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS
 from broker.server import Broker, BrokerConfig
@@ -42,8 +43,12 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
               show_default=True, help="Heartbeat interval.")
 @click.option("--liveness", type=click.IntRange(min=1), default=F.DEFAULT_LIVENESS,
               show_default=True, help="Missed heartbeats before a worker is dead.")
-@click.option("--timeout-s", type=seconds(), default=F.DEFAULT_TIMEOUT_S,
-              show_default=True, help="Default per-peer and per-job timeout.")
+@click.option("--timeout-s", type=seconds(), default=F.DEFAULT_TIMEOUT_S, show_default=True,
+              help="Job deadline, and a peer's timeout until its own is learned.")
+@click.option("--timeout-floor-s", type=seconds(), default=DEFAULT_FLOOR_S, show_default=True,
+              help="A peer's learned timeout is never shorter than this.")
+@click.option("--timeout-cap-s", type=seconds(), default=DEFAULT_CAP_S, show_default=True,
+              help="A peer's learned timeout is never longer than this.")
 @click.option("--first-token-timeout-s", type=seconds(), default=None,
               help="Fail a candidate whose first token takes longer than this.")
 @click.option("--peer-timeout", multiple=True, metavar="NAME=SECONDS",
@@ -61,12 +66,17 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
 @mdns_options
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @version_option("swarm-broker")
-def main(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s, peer_timeout, max_jobs,
-         max_candidates, http, api_key, sse_keepalive_s, swarm, no_mdns, verbose):
+def main(bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_cap_s,
+         first_token_timeout_s, peer_timeout, max_jobs, max_candidates, http, api_key,
+         sse_keepalive_s, swarm, no_mdns, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     logs.setup(verbose + 1)
+    if timeout_floor_s > timeout_cap_s:
+        raise click.BadParameter(f"the floor {timeout_floor_s:g} s is above the cap "
+                                 f"{timeout_cap_s:g} s", param_hint="--timeout-floor-s")
     config = BrokerConfig(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s,
-                          _peer_timeouts(peer_timeout), max_jobs, max_candidates, swarm)
+                          _peer_timeouts(peer_timeout), max_jobs, max_candidates, swarm,
+                          timeout_floor_s=timeout_floor_s, timeout_cap_s=timeout_cap_s)
     broker = Broker(config)
     try:
         broker.bind()

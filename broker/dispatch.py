@@ -94,7 +94,11 @@ class Dispatch:
         cand.attempts += 1
         job.started += 1
         cand.started_at = now
-        cand.timeout_at = now + self.timeouts.total_s(slot)
+        sampling = cand.sampling or job.request.sampling
+        timeout = self.timeouts.for_candidate(slot, sampling.max_tokens, self.metrics.peer(slot.peer))
+        cand.timeout_at = now + timeout.s
+        log.debug("job %s cand %d on %s: timeout %.1f s (%s)", job.id, cand.index, slot.peer,
+                  timeout.s, timeout.source)
         self.timers.add(cand.timeout_at, ("answer", job.id, cand.index, cand.attempts))
         ft = self.timeouts.first_token_s
         cand.first_token_by = now + ft if ft else None
@@ -103,7 +107,7 @@ class Dispatch:
         job.slots_used.add(slot.identity)
         job.nodes_used[slot.node] += 1
         slot.job, slot.assigned_at = (job.id, cand.index), now
-        task = Task(job.id, cand.index, cand.seed, cand.sampling or job.request.sampling)
+        task = Task(job.id, cand.index, cand.seed, sampling)
         self.outbox.send(slot.identity, slot.delimited, WorkerRequest(job.client, (pack(task.to_map()),)))
         self.metrics.peer(slot.peer).started()
         self._event(job, cand, "dispatched")

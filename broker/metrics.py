@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.adaptive import decode_rate
+
 _SAMPLES = 512
 TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 JOB_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -79,6 +81,8 @@ class PeerMetrics:
     last_error_at: float | None = None   # wall clock, for people to read
     latencies: deque = field(default_factory=lambda: deque(maxlen=_SAMPLES))
     ttfts: deque = field(default_factory=lambda: deque(maxlen=_SAMPLES))
+    rates: deque = field(default_factory=lambda: deque(maxlen=_SAMPLES))  # decode tokens/s
+    timeouts_in_row: int = 0      # since the last success: the learned timeout backs off
     ttft_histogram: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS_S))
 
     def started(self) -> None:
@@ -89,14 +93,19 @@ class PeerMetrics:
         self.tokens += tokens
         self.busy_s += latency_s
         self.latencies.append(latency_s)
+        self.timeouts_in_row = 0
         if ttft_s is not None:
             self.ttfts.append(ttft_s)
             self.ttft_histogram.observe(ttft_s)
+        rate = decode_rate(latency_s, ttft_s, tokens)
+        if rate is not None:
+            self.rates.append(rate)
 
     def failed(self, error: str, timeout: bool = False) -> None:
         self.failures += 1
         if timeout:
             self.timeouts += 1
+            self.timeouts_in_row += 1
         self.last_error = error
         self.last_error_at = time.time()
 

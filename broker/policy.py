@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from broker.adaptive import DEFAULT, HINT, LEARNED, OVERRIDE, Learning, Timeout
+from broker.metrics import PeerMetrics
 from broker.registry import Slot
 
 MAX_ATTEMPTS = 2  # a failed candidate may be re-dispatched once elsewhere
@@ -14,14 +16,29 @@ MAX_JOB_CANDIDATES = 16384  # of all jobs in flight together
 
 @dataclass(slots=True)
 class TimeoutPolicy:
-    """Per-peer timeouts: peer override > worker hint > broker default."""
+    """Per-peer timeouts: peer override > worker hint > learned from the peer's history
+    (broker/adaptive.py) > broker default. The job's own deadline bounds them all."""
 
     default_s: float = 60.0
     first_token_s: float | None = None
     overrides: dict[str, float] = field(default_factory=dict)
+    learning: Learning = field(default_factory=Learning)
 
-    def total_s(self, slot: Slot) -> float:
-        return self.overrides.get(slot.peer) or slot.profile.timeout_s or self.default_s
+    def for_candidate(self, slot: Slot, max_tokens: int, metrics: PeerMetrics | None) -> Timeout:
+        """The timeout for a candidate of `max_tokens` on `slot`, and its source."""
+        return self.for_peer(slot.peer, slot.profile.timeout_s, max_tokens, metrics)
+
+    def for_peer(self, peer: str, hint_s: float | None, max_tokens: int,
+                 metrics: PeerMetrics | None) -> Timeout:
+        if self.overrides.get(peer):
+            return Timeout(self.overrides[peer], OVERRIDE)
+        if hint_s:
+            return Timeout(hint_s, HINT)
+        learned = None if metrics is None else self.learning.learned_s(
+            metrics.ttfts, metrics.rates, max_tokens, metrics.timeouts_in_row)
+        if learned is not None:
+            return Timeout(learned, LEARNED)
+        return Timeout(self.default_s, DEFAULT)
 
 
 @dataclass(frozen=True, slots=True)

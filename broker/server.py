@@ -19,6 +19,7 @@ import zmq
 import zmq.asyncio
 
 from broker.delivery import Delivery, Sent
+from broker.adaptive import DEFAULT_CAP_S, DEFAULT_FLOOR_S, Learning
 from broker.generate import GenerateService
 from broker.local_clients import LocalClients, Sink
 from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS, Limits, TimeoutPolicy
@@ -56,6 +57,8 @@ class BrokerConfig:
     max_jobs: int = MAX_JOBS
     max_candidates: int = MAX_JOB_CANDIDATES
     swarm: str = DEFAULT_SWARM
+    timeout_floor_s: float = DEFAULT_FLOOR_S  # what a learned per-peer timeout stays within
+    timeout_cap_s: float = DEFAULT_CAP_S
 
 
 class Broker:
@@ -68,9 +71,10 @@ class Broker:
         self.outbox = Outbox(self.local)
         self.delivery = Delivery(self._send_now)
         self.voter = ThreadPoolExecutor(1, thread_name_prefix="vote")
-        timeouts = TimeoutPolicy(config.timeout_s, config.first_token_timeout_s,
-                                 dict(config.peer_timeouts))
-        self.generate = GenerateService(self.registry, self.metrics, self.outbox, timeouts,
+        self.timeouts = TimeoutPolicy(config.timeout_s, config.first_token_timeout_s,
+                                      dict(config.peer_timeouts),
+                                      Learning(config.timeout_floor_s, config.timeout_cap_s))
+        self.generate = GenerateService(self.registry, self.metrics, self.outbox, self.timeouts,
                                         self.voter, Limits(config.max_jobs, config.max_candidates))
         self.router = Router(self.registry, self.outbox, config.timeout_s)
         self.stats = {"malformed": 0, "errors": 0, "messages": 0}
@@ -208,7 +212,7 @@ class Broker:
             self._cancel(client, delimited, req, now)
         elif req.service == F.SERVICE_STATUS:
             body = status_map(self.registry, self.metrics, self._broker_info(now),
-                              self.advertised(), now)
+                              self.advertised(), now, self.timeouts)
             self.outbox.reply(client, delimited, req.service, body, final=True)
         elif req.service == F.MMI_SERVICE:
             self._mmi(client, delimited, req)

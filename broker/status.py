@@ -4,6 +4,9 @@ and the workers of this swarm that advertise themselves on mDNS but are not conn
 Every peer says `live` (it has slots here now), `connected` (the same, spelt for mDNS
 readers) and `advertised` (its node has an mDNS record). An advertised-only worker is
 shown by its record: `live` and `connected` false, its profile rebuilt from the TXT.
+
+Every peer also says the `timeout` a candidate of REFERENCE_MAX_TOKENS tokens would get on
+it now, and where that comes from (override, hint, learned or default: broker/adaptive.py).
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from broker.adaptive import REFERENCE_MAX_TOKENS
 from broker.metrics import MetricsBook, PeerMetrics
+from broker.policy import TimeoutPolicy
 from broker.registry import Registry
 from common.mdns import WorkerAdvert
 
 
 def status_map(registry: Registry, metrics: MetricsBook, broker: dict[str, Any],
                adverts: Mapping[str, WorkerAdvert] | None = None,
-               now: float = 0.0) -> dict[str, Any]:
+               now: float = 0.0, timeouts: TimeoutPolicy | None = None) -> dict[str, Any]:
     adverts = adverts or {}
     nodes: dict[str, list] = defaultdict(list)
     for slot in registry.all():
@@ -32,6 +37,7 @@ def status_map(registry: Registry, metrics: MetricsBook, broker: dict[str, Any],
         slots = nodes.get(name, [])
         advert = unseen.get(name)
         profile = slots[0].profile.to_map() if slots else None
+        peer_metrics = metrics.peer(name) if name in known else PeerMetrics()
         entry = {
             "name": name,
             "live": bool(slots),
@@ -41,13 +47,22 @@ def status_map(registry: Registry, metrics: MetricsBook, broker: dict[str, Any],
             "busy": sum(1 for s in slots if not s.idle),
             "services": sorted({s.service.decode() for s in slots}),
             "profile": profile if advert is None else advert.profile.to_map(),
-            "metrics": (metrics.peer(name) if name in known else PeerMetrics()).to_map(),
+            "metrics": peer_metrics.to_map(),
         }
+        hint = slots[0].profile if slots else advert.profile if advert else None
+        entry["timeout"] = _timeout(timeouts or TimeoutPolicy(), name,
+                                    hint.timeout_s if hint else None, peer_metrics)
         if advert is not None:
             entry["addresses"] = list(advert.addresses)
             entry["seen_s_ago"] = round(max(0.0, now - advert.seen_at), 3)
         peers.append(entry)
     return {"broker": broker, "peers": peers}
+
+
+def _timeout(timeouts: TimeoutPolicy, name: str, hint_s: float | None,
+             metrics: PeerMetrics) -> dict[str, Any]:
+    t = timeouts.for_peer(name, hint_s, REFERENCE_MAX_TOKENS, metrics)
+    return {"s": round(t.s, 3), "source": t.source, "max_tokens": REFERENCE_MAX_TOKENS}
 
 
 def _advertised_only(adverts: Mapping[str, WorkerAdvert], connected: set[str],

@@ -18,6 +18,7 @@ WIDTH = 80  # --peers never draws wider than this
 _TEXT_MAX = 4096  # characters of one piece of peer text kept for the screen
 _JOINERS = {"\u200c", "\u200d"}  # format characters that emoji and scripts need
 VOTE_KEYS = ("answer", "group", "score", "agreed", "logprob")  # how each candidate voted
+TIMEOUT_SOURCES = ("override", "hint", "learned", "default")  # broker/adaptive.py SOURCES
 
 
 class Progress:
@@ -190,6 +191,8 @@ def peer_lines(peers: list[dict[str, Any]]) -> list[str]:
                      f"{_int(m.get('failures'))} failed ({_int(m.get('timeouts'))} timeouts), "
                      f"{_int(m.get('wins'))} wins; p95 {_num(m.get('latency_p95_s'))} s, "
                      f"{_num(m.get('tokens_per_s'), 1)} tok/s")
+        if timeout_text(p):
+            lines.append(f"  timeout {timeout_text(p, long=True)}")
         if hardware_summary(prof):
             lines.append(f"  {hardware_summary(prof)}")
         if _text(m.get("last_error")):
@@ -241,15 +244,27 @@ def peers_table(peers: list[dict[str, Any]], console: Console) -> None:
                  _text(m.get("last_error")))
         table.add_row(*map(Text, cells))
     console.print(table)
-    machines = [(_text(p.get("name")) or "?", hardware_summary(p["profile"])) for p in peers
-                if isinstance(p.get("profile"), dict) and hardware_summary(p["profile"])]
-    if machines:
+    machines = [(_text(p.get("name")) or "?", timeout_text(p) or "-",
+                 hardware_summary(p["profile"]) if isinstance(p.get("profile"), dict) else "")
+                for p in peers]
+    if any(t != "-" or hw for _, t, hw in machines):  # the timeout in force, the machine
         hw = Table(header_style="bold", box=None, width=min(console.width, WIDTH))
         hw.add_column("peer", no_wrap=True, overflow="ellipsis", max_width=16)
+        hw.add_column("timeout", no_wrap=True)
         hw.add_column("hardware", overflow="fold")
         for row in machines:
             hw.add_row(*map(Text, row))
         console.print(hw)
+
+
+def timeout_text(p: dict[str, Any], long: bool = False) -> str:
+    """The timeout in force and its source ("8.7 s learned", long: "(for 256 tokens)" more);
+    "" where the broker did not say, or said something strange."""
+    t = p.get("timeout") if isinstance(p.get("timeout"), dict) else {}
+    if _num(t.get("s"), 1) == "-" or t.get("source") not in TIMEOUT_SOURCES:
+        return ""
+    tokens = f" (for {t['max_tokens']} tokens)" if long and _is_count(t.get("max_tokens")) else ""
+    return f"{_num(t['s'], 1)} s {t['source']}{tokens}"
 
 
 def _state(p: dict[str, Any]) -> str:
