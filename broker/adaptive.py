@@ -2,12 +2,18 @@
 
 A candidate that may write `max_tokens` tokens on a peer gets
 
-    factor x (p95 of the peer's recent times to first token
+    factor x (p95 of the peer's recent times to first token, scaled to the prompt
               + max_tokens / p10 of its recent decode rates)
 
 doubled for each timeout the peer ran into since its last success, and clamped to
 [floor, cap]. High and low quantiles, not means, so a fast streak does not tighten it and
 one absurd sample does not move it; the clamp bounds whatever the samples say.
+
+The time to first token scales with the prompt: a peer's history of short chats must not
+cut off a coding agent's prompt of thousands of tokens. So each answer also leaves its
+TTFT per prompt character, and a candidate's TTFT is the larger of the peer's p95 TTFT and
+its prompt's size times the p95 of that per-character pace (an overestimate for long
+prompts, as the fixed part of a TTFT is scaled too: erring long, never short).
 
 A timed-out attempt is a censored sample: it says only that the peer needed more than the
 time it had. It adds no sample (which would teach the policy that the peer is fast, or how
@@ -63,13 +69,19 @@ class Learning:
                              f"most the cap ({self.cap_s} s)")
 
     def learned_s(self, ttfts: Sequence[float], rates: Sequence[float], max_tokens: int,
-                  timeouts_in_row: int = 0) -> float | None:
-        """Seconds for a candidate of `max_tokens` on a peer with these samples (oldest
-        first); None while it has fewer than `min_samples` of either."""
+                  timeouts_in_row: int = 0, prompt_chars: int = 0,
+                  prefill: Sequence[float] = ()) -> float | None:
+        """Seconds for a candidate of `max_tokens` after a prompt of `prompt_chars` on a peer
+        with these samples (oldest first; `prefill` in seconds of TTFT per prompt char);
+        None while it has fewer than `min_samples` TTFTs or rates."""
         ttfts, rates = _recent(ttfts, self.window), _recent(rates, self.window)
         if len(ttfts) < self.min_samples or len(rates) < self.min_samples:
             return None
-        ttft = min(quantile(ttfts, TTFT_QUANTILE), self.cap_s)
+        ttft = quantile(ttfts, TTFT_QUANTILE)
+        per_char = _recent(prefill, self.window)
+        if prompt_chars > 0 and len(per_char) >= self.min_samples:
+            ttft = max(ttft, prompt_chars * quantile(per_char, TTFT_QUANTILE))
+        ttft = min(ttft, self.cap_s)
         rate = max(quantile(rates, RATE_QUANTILE), MIN_RATE)
         seconds = self.factor * (ttft + max(1, max_tokens) / rate)
         seconds *= 2 ** min(max(0, timeouts_in_row), MAX_BACKOFF)

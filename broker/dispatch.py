@@ -19,6 +19,7 @@ from broker.outbox import Outbox
 from broker.policy import MAX_ATTEMPTS, TimeoutPolicy
 from broker.registry import Registry, Slot
 from broker.rotation import Rotation
+from broker.sampling_plan import prompt_chars
 from broker.timers import Timers
 from common.bodies import CONTEXT_LENGTH_EXCEEDED, Task
 from common.codec import pack
@@ -95,7 +96,9 @@ class Dispatch:
         job.started += 1
         cand.started_at = now
         sampling = cand.sampling or job.request.sampling
-        timeout = self.timeouts.for_candidate(slot, sampling.max_tokens, self.metrics.peer(slot.peer))
+        cand.prompt_chars = prompt_chars(sampling)
+        timeout = self.timeouts.for_candidate(slot, sampling.max_tokens, self.metrics.peer(slot.peer),
+                                              cand.prompt_chars)
         cand.timeout_at = now + timeout.s
         log.debug("job %s cand %d on %s: timeout %.1f s (%s)", job.id, cand.index, slot.peer,
                   timeout.s, timeout.source)

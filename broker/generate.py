@@ -141,7 +141,8 @@ class GenerateService(Dispatch):
         cand.tokens = cand.completion_tokens
         if quorum.applies(job) and cand is not job.judge:
             cand.key = answer_key(outcome.text, job.question)
-        self.metrics.peer(slot.peer).succeeded(cand.latency_s, cand.ttft_s, cand.tokens)
+        self.metrics.peer(slot.peer).succeeded(cand.latency_s, cand.ttft_s, cand.tokens,
+                                                  cand.prompt_chars)
         self._event(job, cand, "done")
 
     def _too_long(self, job: Job, cand: Candidate, slot: Slot, error: str, now: float) -> None:

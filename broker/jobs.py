@@ -38,6 +38,7 @@ class Candidate:
     ctx_over: int | None = None        # its prompt overflowed a context this large (0: unknown)
     key: str | None = None             # what majority compares it on (early quorum reads it)
     sampling: Sampling | None = None   # its own sampling (temperature, the judge's prompt)
+    prompt_chars: int = 0              # the size of what it reads first (its timeout scales)
 
     @property
     def text(self) -> str:

@@ -82,13 +82,15 @@ class PeerMetrics:
     latencies: deque = field(default_factory=lambda: deque(maxlen=_SAMPLES))
     ttfts: deque = field(default_factory=lambda: deque(maxlen=_SAMPLES))
     rates: deque = field(default_factory=lambda: deque(maxlen=_SAMPLES))  # decode tokens/s
+    prefill: deque = field(default_factory=lambda: deque(maxlen=_SAMPLES))  # TTFT s per prompt char
     timeouts_in_row: int = 0      # since the last success: the learned timeout backs off
     ttft_histogram: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS_S))
 
     def started(self) -> None:
         self.requests += 1
 
-    def succeeded(self, latency_s: float, ttft_s: float | None, tokens: int) -> None:
+    def succeeded(self, latency_s: float, ttft_s: float | None, tokens: int,
+                  prompt_chars: int = 0) -> None:
         self.successes += 1
         self.tokens += tokens
         self.busy_s += latency_s
@@ -97,6 +99,8 @@ class PeerMetrics:
         if ttft_s is not None:
             self.ttfts.append(ttft_s)
             self.ttft_histogram.observe(ttft_s)
+            if prompt_chars > 0:
+                self.prefill.append(ttft_s / prompt_chars)
         rate = decode_rate(latency_s, ttft_s, tokens)
         if rate is not None:
             self.rates.append(rate)

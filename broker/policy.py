@@ -24,18 +24,21 @@ class TimeoutPolicy:
     overrides: dict[str, float] = field(default_factory=dict)
     learning: Learning = field(default_factory=Learning)
 
-    def for_candidate(self, slot: Slot, max_tokens: int, metrics: PeerMetrics | None) -> Timeout:
-        """The timeout for a candidate of `max_tokens` on `slot`, and its source."""
-        return self.for_peer(slot.peer, slot.profile.timeout_s, max_tokens, metrics)
+    def for_candidate(self, slot: Slot, max_tokens: int, metrics: PeerMetrics | None,
+                      prompt_chars: int = 0) -> Timeout:
+        """The timeout for a candidate of `max_tokens` after a prompt of `prompt_chars` on
+        `slot`, and its source."""
+        return self.for_peer(slot.peer, slot.profile.timeout_s, max_tokens, metrics, prompt_chars)
 
     def for_peer(self, peer: str, hint_s: float | None, max_tokens: int,
-                 metrics: PeerMetrics | None) -> Timeout:
+                 metrics: PeerMetrics | None, prompt_chars: int = 0) -> Timeout:
         if self.overrides.get(peer):
             return Timeout(self.overrides[peer], OVERRIDE)
         if hint_s:
             return Timeout(hint_s, HINT)
         learned = None if metrics is None else self.learning.learned_s(
-            metrics.ttfts, metrics.rates, max_tokens, metrics.timeouts_in_row)
+            metrics.ttfts, metrics.rates, max_tokens, metrics.timeouts_in_row,
+            prompt_chars, metrics.prefill)
         if learned is not None:
             return Timeout(learned, LEARNED)
         return Timeout(self.default_s, DEFAULT)

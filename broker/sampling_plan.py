@@ -67,6 +67,17 @@ def shuffled(messages: tuple[dict[str, str], ...], seed: int) -> tuple[dict[str,
     return messages[:head] + tuple(m for pair in pairs for m in pair) + last
 
 
+def prompt_chars(sampling: Sampling) -> int:
+    """How much a worker reads before its first token, in characters: the prompt or the
+    messages' text, and the tools offered. What a peer's learned time to first token scales
+    with (broker/adaptive.py)."""
+    if sampling.prompt is not None:
+        size = len(sampling.prompt)
+    else:
+        size = sum(len(str(m.get("content") or "")) for m in sampling.messages or ())
+    return size + sum(len(str(tool)) for tool in sampling.tools or ())
+
+
 def question_of(sampling: Sampling) -> str:
     """What the answers answer: the last user message, or the prompt."""
     if sampling.prompt is not None:

@@ -269,3 +269,54 @@ def test_quantiles_by_nearest_rank():
 def test_a_floor_above_the_cap_is_refused(floor, cap):
     with pytest.raises(ValueError, match="floor"):
         Learning(floor, cap)
+
+
+# -- long prompts ------------------------------------------------------------------------
+
+def chat_history(ttft_s: float, prompt_chars: int, answers: int = 10) -> PeerMetrics:
+    """A desktop's history of short chats: each prompt of `prompt_chars`, read in ttft_s."""
+    m = PeerMetrics()
+    for _ in range(answers):
+        m.succeeded(ttft_s + 99 / 60.0, ttft_s, 100, prompt_chars)
+    return m
+
+
+def test_a_long_prompt_is_not_cut_off_by_a_history_of_short_chats():
+    # Given a desktop that read 40-character prompts in 0.2 s
+    m = chat_history(0.2, 40)
+    short = policy().for_peer("d", None, 64, m, prompt_chars=40)
+    # When a coding agent sends 20,000 characters (a system prompt and tool schemas)
+    long = policy().for_peer("d", None, 64, m, prompt_chars=20_000)
+    # Then its timeout allows for reading them at the pace the peer reads at: 0.2 s per
+    # 40 chars is 100 s for 20,000, doubled by the factor
+    assert short.source == long.source == LEARNED
+    assert short.s == LEARNING.floor_s
+    assert long.s >= 2 * 20_000 * 0.2 / 40
+
+
+def test_without_prefill_samples_the_prompt_size_changes_nothing():
+    m = history(*DESKTOP)  # answers that said nothing about their prompt's size
+    assert policy().for_peer("d", None, 256, m, prompt_chars=50_000).s == \
+        policy().for_peer("d", None, 256, m).s
+
+
+def test_prompt_chars_counts_the_prompt_or_the_messages_and_the_tools():
+    from broker.sampling_plan import prompt_chars
+    from common.bodies import Sampling
+    assert prompt_chars(Sampling(prompt="x" * 30)) == 30
+    chat = Sampling(messages=({"role": "system", "content": "s" * 10},
+                              {"role": "user", "content": "u" * 5}))
+    assert prompt_chars(chat) == 15
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    assert prompt_chars(Sampling(prompt="x", tools=(tool,))) == 1 + len(str(tool))
+
+
+def test_dispatch_scales_the_timeout_to_the_candidates_prompt():
+    s = Swarm(default_s=60.0)
+    s.service.timeouts.learning = LEARNING
+    s.add(b"a", cancel=True)
+    m = s.metrics.peer("A")
+    for _ in range(10):
+        m.succeeded(0.2 + 99 / 60.0, 0.2, 100, 40)
+    s.submit(now=100.0, candidates=1, max_tokens=16, timeout_s=600, prompt="p" * 20_000)
+    assert running(s).timeout_at - 100.0 >= 2 * 20_000 * 0.2 / 40
