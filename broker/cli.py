@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+from pathlib import Path
 
 import click
 
@@ -12,9 +13,14 @@ from broker.adaptive import DEFAULT_CAP_S, DEFAULT_FLOOR_S
 from broker.http_api import DEFAULT_HTTP, KEEPALIVE_S, HttpApi
 from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS
 from broker.server import Broker, BrokerConfig
+from broker.zap import ServerKeys
 from common import frames as F
 from common import logs
 from common.cli_types import bind_endpoint, http_address, mdns_options, seconds, version_option
+from common.curve import ALLOWED_DIR_NAME, BROKER, AllowedKeys, default_key_dir, load_keypair
+from common.curve_cli import KeygenGroup, keygen_command, secure_options
+from common.endpoints import bind_host
+from common.errors import ConfigError
 from common.discovery import broker_mdns
 from common.profile import MAX_HEARTBEAT_S
 from common.runner import run_until_signalled
@@ -36,7 +42,7 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=KeygenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--bind", default=F.DEFAULT_BROKER_BIND, show_default=True, callback=bind_endpoint,
               help="ZeroMQ endpoint for clients and workers (tcp://HOST:PORT, HOST * for all).")
 @click.option("--heartbeat-s", type=seconds(hi=MAX_HEARTBEAT_S), default=F.DEFAULT_HEARTBEAT_S,
@@ -64,19 +70,32 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--sse-keepalive-s", type=seconds(), default=KEEPALIVE_S, show_default=True,
               help="While a streamed answer is voted on, an SSE comment this often.")
 @mdns_options
+@secure_options
+@click.option("--allowed-keys", "allowed_keys", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="DIR",
+              help=f"With --secure: the public keys (*.key) of the workers and clients let in "
+                   f"[default: {ALLOWED_DIR_NAME}/ in the key directory].")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @version_option("swarm-broker")
-def main(bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_cap_s,
+@click.pass_context
+def main(ctx, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_cap_s,
          first_token_timeout_s, peer_timeout, max_jobs, max_candidates, http, api_key,
-         sse_keepalive_s, swarm, no_mdns, verbose):
+         sse_keepalive_s, swarm, no_mdns, secure, key_dir, allowed_keys, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
+    if ctx.invoked_subcommand is not None:
+        return
     logs.setup(verbose + 1)
     if timeout_floor_s > timeout_cap_s:
         raise click.BadParameter(f"the floor {timeout_floor_s:g} s is above the cap "
                                  f"{timeout_cap_s:g} s", param_hint="--timeout-floor-s")
+    curve = _server_keys(secure, key_dir, allowed_keys)
+    if curve is None and _exposed(bind):
+        log.warning("the broker listens on %s without --secure: anyone who can reach it can "
+                    "serve answers or ask questions (see 'Securing a swarm' in the README)", bind)
     config = BrokerConfig(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s,
                           _peer_timeouts(peer_timeout), max_jobs, max_candidates, swarm,
-                          timeout_floor_s=timeout_floor_s, timeout_cap_s=timeout_cap_s)
+                          timeout_floor_s=timeout_floor_s, timeout_cap_s=timeout_cap_s,
+                          curve=curve)
     broker = Broker(config)
     try:
         broker.bind()
@@ -92,11 +111,40 @@ def main(bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_cap_s,
     log.info("broker stopped")
 
 
+main.add_command(keygen_command(BROKER))
+
+
+def _server_keys(secure: bool, key_dir: Path | None, allowed_dir: Path | None) -> ServerKeys | None:
+    if not secure:
+        if allowed_dir is not None:
+            raise click.UsageError("--allowed-keys goes with --secure")
+        return None
+    directory = key_dir or default_key_dir()
+    allowed = AllowedKeys(allowed_dir or directory / ALLOWED_DIR_NAME)
+    try:
+        keys = ServerKeys(load_keypair(directory, BROKER, "swarm-broker keygen"), allowed)
+        count = allowed.check()
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from e
+    log.info("secure: broker key %s; %d allowed key(s) in %s", keys.pair.public, count,
+             allowed.directory)
+    if not count:
+        log.warning("no allowed keys in %s yet: every worker and client is refused until their "
+                    ".key files are copied there", allowed.directory)
+    return keys
+
+
+def _exposed(bind: str) -> bool:
+    """Whether the broker's endpoint can be reached from beyond this host."""
+    host = bind_host(bind)
+    return host is not None and not _loopback(host)
+
+
 def _loopback(host: str) -> bool:
-    if host == "localhost":
+    if host in ("localhost", "lo"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -110,7 +158,9 @@ async def _serve(broker: Broker, mdns: bool, api: HttpApi | None) -> None:
             raise click.ClickException(f"cannot serve HTTP on {api.host}:{api.port}: "
                                        f"{e.strerror or e}") from e
     try:
-        async with broker_mdns(broker.config.swarm, broker.endpoint, mdns) as workers:
+        curve = broker.config.curve
+        key = curve.pair.public if curve is not None else ""
+        async with broker_mdns(broker.config.swarm, broker.endpoint, mdns, key) as workers:
             if workers is not None:
                 broker.advertised = workers.adverts
             await broker.run()

@@ -29,6 +29,7 @@ from broker.registry import Registry, Slot
 from broker.routing import Router
 from broker.status import status_map
 from broker.verdicts import BAD_REQUEST
+from broker.zap import ServerKeys, secure
 from common import __version__
 from common import frames as F
 from common.bodies import GenerateRequest
@@ -59,6 +60,7 @@ class BrokerConfig:
     swarm: str = DEFAULT_SWARM
     timeout_floor_s: float = DEFAULT_FLOOR_S  # what a learned per-peer timeout stays within
     timeout_cap_s: float = DEFAULT_CAP_S
+    curve: ServerKeys | None = None  # --secure: CURVE with allowed keys
 
 
 class Broker:
@@ -82,6 +84,7 @@ class Broker:
         self.endpoint: str | None = None
         self.socket: zmq.asyncio.Socket | None = None
         self._sync: zmq.Socket | None = None
+        self._zap = None  # the ZAP authenticator, under --secure
         self.advertised: Callable[[], dict[str, WorkerAdvert]] = dict  # node id -> mDNS advert
 
     def bind(self) -> str:
@@ -91,6 +94,8 @@ class Broker:
         sock.setsockopt(zmq.MAXMSGSIZE, F.MAX_MESSAGE_BYTES)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if self.config.curve is not None:  # the ZAP handler answers before anyone can connect
+            self._zap = secure(sock, self.ctx, self.config.curve, self.stats)
         sock.bind(self.config.bind)
         self.socket = sock
         self._sync = zmq.Socket.shadow(sock.underlying)  # sends that raise at once, never await
@@ -111,6 +116,8 @@ class Broker:
         finally:
             self.voter.shutdown(wait=False, cancel_futures=True)
             self.socket.close(linger=0)
+            if self._zap is not None:
+                self._zap.stop()
 
     def _tick_s(self) -> float:
         if self.delivery.pending or self.generate.busy:

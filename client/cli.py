@@ -26,6 +26,8 @@ from common.bodies import (DEFAULT_STRATEGY, MAX_CANDIDATES, MAX_TOKENS, STRATEG
                            GenerateRequest, Sampling)
 from common.cli_types import (BROKER_ENV, FiniteFloat, connect_endpoint, mdns_options, seconds,
                               version_option)
+from common.curve import CLIENT
+from common.curve_cli import broker_key_option, client_keys, make_keys, secure_options
 from common.discovery import find_broker
 from common.errors import SwarmError
 from worker.launch import prepare
@@ -69,6 +71,8 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
              if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
     if given and not local:
         raise click.UsageError("--model and --instances only apply with --local")
+    if local and ctx.params["secure"]:
+        raise click.UsageError("--secure is for a broker elsewhere; --local stays on loopback")
     if peers and local:
         raise click.UsageError("--peers asks a running broker; it cannot be used with --local")
     if peers and ctx.params["question"]:
@@ -119,13 +123,23 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
               help="With --local: GGUF model [default: the bundled Gemma 3 270M].")
 @click.option("--instances", type=click.IntRange(1, 16), default=1, show_default=True,
               help="With --local: model instances (slots).")
+@secure_options
+@broker_key_option
+@click.option("--keygen", is_flag=True,
+              help="Make this client's CURVE key pair (client.key, client.key_secret) for "
+                   "--secure brokers, print its public key, and exit.")
 @click.option("-v", "--verbose", count=True, help="Log what the client does (-vv for debug).")
 @version_option("swarm-ask")
 @click.pass_context
 def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens, temperature,
          top_p, spread, greedy, quorum, seed, timeout_s, connect_timeout_s, raw, stop, as_json,
-         peers, local, model_path, instances, verbose):
+         peers, local, model_path, instances, secure, key_dir, broker_key, keygen, verbose):
     """Ask the swarm QUESTION (the words are joined; none: stdin, or a chat on a terminal)."""
+    if keygen:
+        if question:
+            raise click.UsageError("--keygen takes no question")
+        make_keys(CLIENT, key_dir, False, as_json)
+        return
     _check_usage(ctx, peers, local)
     text = None if peers else _question(question, as_json)
     if text is None and raw and not peers:
@@ -136,12 +150,13 @@ def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens
     template = GenerateRequest(sampling, candidates, strategy, seed, timeout_s,
                                stream="winner" if as_json else "progress", spread=spread,
                                greedy=greedy, quorum=quorum)
+    curve = client_keys(secure, key_dir, broker_key, CLIENT, "swarm-ask --keygen")
     fallback = None
     if broker is None and not local:
-        broker, fallback = _find_broker(swarm, no_mdns)
+        broker, fallback = _find_broker(swarm, no_mdns, curve.server if curve else None)
     try:
         with _endpoint(broker, local, model_path, instances, timeout_s) as endpoint:
-            client = SwarmClient(endpoint, connect_timeout_s=connect_timeout_s)
+            client = SwarmClient(endpoint, connect_timeout_s=connect_timeout_s, curve=curve)
             session = Session(client, template, raw, as_json, text is None, verbose > 0)
             if peers:
                 asyncio.run(_peers(client, as_json, timeout_s))
@@ -169,16 +184,17 @@ def _endpoint(broker: str, local: bool, model_path: str | None, instances: int,
         yield endpoint
 
 
-def _find_broker(swarm: str, no_mdns: bool) -> tuple[str, str | None]:
-    """The broker of `swarm` found on mDNS, else the default endpoint with a note to show
-    only if that fails too."""
+def _find_broker(swarm: str, no_mdns: bool, pin: str | None) -> tuple[str, str | None]:
+    """The broker of `swarm` found on mDNS (only one whose key is `pin`, if given), else the
+    default endpoint with a note to show only if that fails too."""
     if no_mdns:
         return F.DEFAULT_BROKER_CONNECT, None
     _say(f"looking for a swarm broker on mDNS (swarm {swarm})...")
-    found = asyncio.run(find_broker(swarm, MDNS_LOOK_S))
+    found = asyncio.run(find_broker(swarm, MDNS_LOOK_S, pin))
     if found is not None:
         return found, None
-    return F.DEFAULT_BROKER_CONNECT, (f"no broker of swarm '{swarm}' answered on mDNS within "
+    which = f"swarm '{swarm}' with the pinned key" if pin else f"swarm '{swarm}'"
+    return F.DEFAULT_BROKER_CONNECT, (f"no broker of {which} answered on mDNS within "
                                       f"{MDNS_LOOK_S:g} s, so {F.DEFAULT_BROKER_CONNECT} was tried")
 
 

@@ -17,6 +17,7 @@ from zmq.utils.monitor import parse_monitor_message
 from common import frames as F
 from common.bodies import GenerateRequest
 from common.codec import pack, unpack_body
+from common.curve import ClientKeys
 from common.errors import ProtocolError, RequestFailed
 from common.messages import ClientReply, ClientRequest, decode_client, split_envelope
 
@@ -28,7 +29,19 @@ CONNECT_TIMEOUT_S = 5.0  # how long to try reaching the broker before giving up
 LOST_GRACE_S = 1.0  # after a drop, how long replies already on their way may still come in
 CANCEL_WAIT_S = 0.5  # on Ctrl-C, how long we wait for the broker to confirm swarm.cancel
 CANCEL_LINGER_MS = 200
-_WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+# a handshake that fails says why: CURVE refused our key, another mechanism, or a wrong key
+_REFUSALS = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused this client's key (is it in the broker's "
+                                     "allowed keys?)",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "failed the handshake: it speaks another protocol or "
+                                         "security mechanism (does one side run --secure, "
+                                         "and the other not?)",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "failed the secure handshake (is it the broker whose "
+                                          "key is pinned?)",
+}
+_WATCHED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
 @dataclass(slots=True)
@@ -42,9 +55,12 @@ class Link:
     connected: bool = False
     lost_at: float | None = None
     back: bool = False  # the handshake succeeded again after a drop
+    refused: str | None = None  # why the broker's handshake failed, before any succeeded
 
     def on_event(self, event: int, now: float) -> None:
-        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+        if event in _REFUSALS and not self.connected:
+            self.refused = _REFUSALS[event]
+        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.back = self.lost_at is not None
             self.connected = True
         elif event == zmq.EVENT_DISCONNECTED and self.connected and self.lost_at is None:
@@ -52,6 +68,8 @@ class Link:
             log.info("lost the connection to the broker at %s", self.broker)
 
     def deadline(self) -> float:
+        if self.refused is not None:
+            return self.start  # it will not get better by waiting
         if self.back:
             return self.lost_at  # the new broker session does not know our request: give up now
         if self.lost_at is not None:
@@ -59,6 +77,8 @@ class Link:
         return self.start + (self.reply_s if self.connected else self.connect_s)
 
     def failure(self) -> str:
+        if self.refused is not None:
+            return f"the broker at {self.broker} {self.refused}"
         if self.lost_at is not None:
             again = " (it came back, but without the request)" if self.back else ""
             return f"lost the broker at {self.broker} mid-request{again}"
@@ -71,10 +91,11 @@ class Link:
 class SwarmClient:
     def __init__(self, broker: str = F.DEFAULT_BROKER_CONNECT,
                  ctx: zmq.asyncio.Context | None = None,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S):
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S, curve: ClientKeys | None = None):
         self.broker = broker
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.connect_timeout_s = connect_timeout_s
+        self.curve = curve  # --secure: CURVE to the pinned broker
 
     async def request(self, service: bytes, body: tuple[bytes, ...], timeout_s: float,
                       on_partial: Callable[[tuple[bytes, ...]], None] | None = None,
@@ -102,6 +123,8 @@ class SwarmClient:
         """A DEALER connected to the broker, with a monitor for handshakes and drops."""
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.apply(sock)
         monitor = sock.get_monitor_socket(_WATCHED)
         try:
             try:

@@ -83,13 +83,17 @@ class _Browser:
 
 
 class BrokerFinder(_Browser):
-    """The brokers of one swarm; the one heard from last is the current one."""
+    """The brokers of one swarm; the one heard from last is the current one. With a `pin`
+    (a broker's CURVE public key) only a broker advertising that key counts: the record is
+    no proof (mDNS is unauthenticated), the CURVE handshake with the pinned key is."""
 
     type_ = mdns.BROKER_TYPE
 
-    def __init__(self, mdns_: "Mdns", swarm: str):
+    def __init__(self, mdns_: "Mdns", swarm: str, pin: str | None = None):
         super().__init__(mdns_, swarm)
+        self.pin = pin
         self.brokers: dict[str, BrokerAdvert] = {}  # instance name -> advert, oldest first
+        self.ignored: set[str] = set()  # brokers left out for their key, each said once
         self._looking_said = False
 
     def current(self) -> str | None:
@@ -122,9 +126,19 @@ class BrokerFinder(_Browser):
         self.brokers.pop(name, None)
         if advert is None or advert.swarm != self.swarm or len(self.brokers) >= MAX_RECORDS:
             return
+        if self.pin and advert.key != self.pin:
+            self._ignore(name, advert)
+            return
         self.brokers[name] = advert  # the latest heard goes last
         log.info("found swarm broker %s at %s", name, choose_endpoint(advert, local_interfaces()))
         self.changed.set()
+
+    def _ignore(self, name: str, advert: BrokerAdvert) -> None:
+        if name in self.ignored or len(self.ignored) >= MAX_RECORDS:
+            return
+        self.ignored.add(name)
+        why = f"its key is {advert.key}" if advert.key else "it advertises no key (not --secure)"
+        log.warning("ignoring swarm broker %s: %s, not the pinned %s", name, why, self.pin)
 
     def _removed(self, name: str) -> None:
         if self.brokers.pop(name, None) is not None:

@@ -99,11 +99,12 @@ class Advertiser:
                     await self.mdns.aiozc.async_unregister_service(self.info), CLOSE_S)
 
 
-def broker_advertiser(mdns_: Mdns, swarm: str, endpoint: str, addresses: list[str]) -> Advertiser:
+def broker_advertiser(mdns_: Mdns, swarm: str, endpoint: str, addresses: list[str],
+                      key: str = "") -> Advertiser:
     port = int(endpoint.rsplit(":", 1)[1])
     name = mdns.broker_instance(swarm, socket.gethostname(), port)
-    return Advertiser(mdns_, _info(mdns.BROKER_TYPE, name, port, mdns.broker_txt(swarm, port),
-                                   addresses))
+    txt = mdns.broker_txt(swarm, port, key=key)
+    return Advertiser(mdns_, _info(mdns.BROKER_TYPE, name, port, txt, addresses))
 
 
 def worker_advertiser(mdns_: Mdns, profile: WorkerProfile) -> Advertiser:
@@ -127,10 +128,11 @@ def _bind_host(endpoint: str) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def broker_mdns(swarm: str, endpoint: str, enabled: bool = True
+async def broker_mdns(swarm: str, endpoint: str, enabled: bool = True, key: str = ""
                       ) -> AsyncIterator[WorkerBrowser | None]:
-    """Advertise a bound broker and browse its swarm's workers while inside; yields the
-    browser, None without mDNS. A broker bound to one address is advertised on it alone."""
+    """Advertise a bound broker (with its CURVE public `key` under --secure) and browse its
+    swarm's workers while inside; yields the browser, None without mDNS. A broker bound to
+    one address is advertised on it alone."""
     if not enabled:
         yield None
         return
@@ -144,7 +146,7 @@ async def broker_mdns(swarm: str, endpoint: str, enabled: bool = True
     if not await runtime.start():
         yield None
         return
-    advertiser = broker_advertiser(runtime, swarm, endpoint, addresses) if addresses else None
+    advertiser = broker_advertiser(runtime, swarm, endpoint, addresses, key) if addresses else None
     browser = WorkerBrowser(runtime, swarm)
     try:
         if advertiser is None:
@@ -161,10 +163,11 @@ async def broker_mdns(swarm: str, endpoint: str, enabled: bool = True
 
 
 @contextlib.asynccontextmanager
-async def worker_mdns(profile: WorkerProfile, find: bool, enabled: bool = True
-                      ) -> AsyncIterator[BrokerFinder | None]:
+async def worker_mdns(profile: WorkerProfile, find: bool, enabled: bool = True,
+                      pin: str | None = None) -> AsyncIterator[BrokerFinder | None]:
     """Advertise a worker node while inside; with `find`, also browse for its swarm's
-    brokers and yield the finder (None without mDNS, or without `find`)."""
+    brokers (only the one whose key is `pin`, if given) and yield the finder (None without
+    mDNS, or without `find`)."""
     if not enabled:
         yield None
         return
@@ -173,7 +176,7 @@ async def worker_mdns(profile: WorkerProfile, find: bool, enabled: bool = True
         yield None
         return
     advertiser = worker_advertiser(runtime, profile)
-    finder = BrokerFinder(runtime, profile.swarm) if find else None
+    finder = BrokerFinder(runtime, profile.swarm, pin) if find else None
     try:
         started = finder is not None and finder.start()
         advertiser.begin()
@@ -185,12 +188,13 @@ async def worker_mdns(profile: WorkerProfile, find: bool, enabled: bool = True
         await runtime.close()
 
 
-async def find_broker(swarm: str, timeout_s: float) -> str | None:
-    """One look for a broker of `swarm` (swarm-ask): its endpoint, None if none answers."""
+async def find_broker(swarm: str, timeout_s: float, pin: str | None = None) -> str | None:
+    """One look for a broker of `swarm` (swarm-ask), only one whose key is `pin` if given:
+    its endpoint, None if none answers."""
     runtime = Mdns()
     if not await runtime.start():
         return None
-    finder = BrokerFinder(runtime, swarm)
+    finder = BrokerFinder(runtime, swarm, pin)
     try:
         return await finder.find(timeout_s) if finder.start() else None
     finally:

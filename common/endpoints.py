@@ -22,3 +22,10 @@ def check(endpoint: str, bind: bool = False) -> str:
     if host == "*" and not bind:
         raise ConfigError(f"'{endpoint}' names no host to connect to")
     return endpoint
+
+
+def bind_host(endpoint: str) -> str | None:
+    """The host part of a tcp:// endpoint ('*' for all interfaces); None for ipc:// and
+    inproc://, which never leave this host."""
+    m = _TCP.match(endpoint)
+    return m.group(1) if m else None

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from common import __version__
+from common.curve import is_key
 from common.errors import ConfigError
 from common.hardware import (MAX_CORES, MAX_GPUS, MAX_HW_TEXT, MAX_MB, PLATFORMS, UNKNOWN, Gpu,
                              Hardware)
@@ -49,6 +50,7 @@ class K:
     DRIVER, OFFLOAD, TERMUX, APPLE, UNIFIED = "drv", "off", "tmx", "asi", "uma"
     GPU = "gpu"       # gpu0 .. gpu15: name|total MB|free MB|compute capability[|vendor]
     PORT = "port"     # broker: the MDP endpoint's port
+    KEY = "key"       # broker under --secure: its CURVE public key (Z85)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,7 @@ class BrokerAdvert:
     port: int
     version: str = UNKNOWN
     addresses: tuple[str, ...] = field(default_factory=tuple)
+    key: str = ""  # its CURVE public key (Z85), "" when it is not --secure
 
 
 def check_swarm(name: str) -> str:
@@ -138,10 +141,12 @@ def worker_txt(profile: WorkerProfile) -> dict[str, str]:
     return txt
 
 
-def broker_txt(swarm: str, port: int, version: str = __version__) -> dict[str, str]:
+def broker_txt(swarm: str, port: int, version: str = __version__, key: str = "") -> dict[str, str]:
     txt = {K.TXTVERS: TXT_VERSION}
-    for key, value in ((K.SWARM, swarm), (K.VERSION, version), (K.PORT, port)):
-        _put(txt, key, value)
+    for name, value in ((K.SWARM, swarm), (K.VERSION, version), (K.PORT, port)):
+        _put(txt, name, value)
+    if key:
+        txt[K.KEY] = key
     return txt
 
 
@@ -265,7 +270,11 @@ def broker_from_txt(props: Mapping, srv_port: int | None, addresses: Iterable[st
     if not _SWARM.match(swarm) or not 0 < port <= 65535:
         log.debug("mDNS record %s: no usable swarm or port; skipped", who)
         return None
-    return BrokerAdvert(swarm, port, txt.text(K.VERSION, UNKNOWN, 64), _addresses(addresses))
+    key = txt.values.get(K.KEY, "")
+    if key and not is_key(key):
+        txt.bad(K.KEY, "is not a CURVE key")
+        key = ""
+    return BrokerAdvert(swarm, port, txt.text(K.VERSION, UNKNOWN, 64), _addresses(addresses), key)
 
 
 def _addresses(addresses: Iterable[str]) -> tuple[str, ...]:

@@ -14,6 +14,9 @@ import click
 from common import frames as F
 from common import logs
 from common.cli_types import BROKER_ENV, connect_endpoint, mdns_options, seconds, version_option
+from common.curve import WORKER
+from common.curve_cli import (KeygenGroup, broker_key_option, client_keys, keygen_command,
+                              secure_options)
 from common.errors import ConfigError, SwarmError
 from common.profile import MAX_CTX, MAX_HEARTBEAT_S, default_name
 from common.runner import run_until_signalled
@@ -35,7 +38,7 @@ def _auto_int(lo: int, hi: int | None = None):
     return parse
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=KeygenGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--broker", default=None, envvar=BROKER_ENV, show_envvar=True,
               callback=connect_endpoint,
               help="Broker endpoint (tcp://HOST:PORT) [default: found on mDNS; with --no-mdns "
@@ -69,15 +72,22 @@ def _auto_int(lo: int, hi: int | None = None):
 @click.option("--print-profile", is_flag=True,
               help="Print the hardware profile and each decision with its reason, then exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --print-profile: one JSON object.")
+@secure_options
+@broker_key_option
 @click.option("-v", "--verbose", count=True, help="More logging (-v for debug).")
 @version_option("swarm-worker")
-def main(broker, swarm, no_mdns, name, model_path, backend, instances, gpu_layers, threads,
+@click.pass_context
+def main(ctx, broker, swarm, no_mdns, name, model_path, backend, instances, gpu_layers, threads,
          seed_variation, n_ctx, timeout_hint_s, heartbeat_s, liveness, reconnect_s, print_profile,
-         as_json, verbose):
+         as_json, secure, key_dir, broker_key, verbose):
     """Serve a local model to a Swarm broker."""
+    if ctx.invoked_subcommand is not None:
+        return
     logs.setup(verbose + (0 if print_profile else 1))
     if as_json and not print_profile:
         raise click.UsageError("--json goes with --print-profile")
+    curve = None if print_profile else client_keys(secure, key_dir, broker_key, WORKER,
+                                                   "swarm-worker keygen")
     try:
         requested = Requested(backend, gpu_layers, instances, threads, seed_variation, n_ctx)
         with _killable():
@@ -98,9 +108,12 @@ def main(broker, swarm, no_mdns, name, model_path, backend, instances, gpu_layer
         broker = F.DEFAULT_BROKER_CONNECT
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
                            reconnect_min_s=reconnect_s,
-                           reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S))
+                           reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S), curve=curve)
     run_until_signalled(WorkerNode(config, profile, backends, mdns=not no_mdns).run())
     log.info("worker stopped")
+
+
+main.add_command(keygen_command(WORKER))
 
 
 @contextlib.contextmanager

@@ -63,11 +63,13 @@ class WorkerNode:
 
     async def run(self) -> None:
         find = self.config.broker is None
-        async with worker_mdns(self.profile, find, self.mdns) as finder:
+        pin = self.config.curve.server if self.config.curve is not None else None
+        async with worker_mdns(self.profile, find, self.mdns, pin) as finder:
             config, where = self.config, self.config.broker
             if finder is not None:
                 config = replace(config, find_broker=finder.wait)
                 where = f"the broker found on mDNS (swarm {self.profile.swarm})"
+                where += f" whose key is {pin}" if pin else ""
             elif find:
                 where = F.DEFAULT_BROKER_CONNECT
                 log.warning("no mDNS to find the broker with; trying %s (--broker chooses one)",

@@ -28,6 +28,7 @@ import zmq.asyncio
 from common import frames as F
 from common.bodies import ERROR_REQUEST, Chunk, Outcome, Task
 from common.codec import pack, unpack_body
+from common.curve import ClientKeys
 from common.errors import ProtocolError
 from common.messages import (Cancel, Disconnect, Heartbeat, Ready, WorkerReply, WorkerRequest,
                              decode_worker, split_envelope)
@@ -51,6 +52,7 @@ class SessionConfig:
     liveness: int = F.DEFAULT_LIVENESS
     reconnect_min_s: float = F.RECONNECT_MIN_S
     reconnect_max_s: float = F.RECONNECT_MAX_S
+    curve: ClientKeys | None = None  # --secure: talk CURVE to the pinned broker only
 
 
 @dataclass(slots=True)
@@ -188,6 +190,8 @@ class WorkerSession:
         sock.setsockopt(zmq.IMMEDIATE, 1)         # queue only to a completed connection
         sock.setsockopt(zmq.RECONNECT_IVL, -1)    # one socket, one connection: we reconnect
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+        if self.config.curve is not None:
+            self.config.curve.apply(sock)
         sock.connect(self.endpoint)
         self.connections += 1
         return sock
@@ -199,7 +203,10 @@ class WorkerSession:
         try:
             await asyncio.wait_for(sock.send_multipart(ready), wait_s)
         except asyncio.TimeoutError:
-            log.info("slot %d: no connection to %s in %g s", self.profile.slot, self.endpoint, wait_s)
+            why = "" if self.config.curve is None else (
+                " (a secure one: is this worker's key allowed there, and is it the pinned broker?)")
+            log.info("slot %d: no connection to %s in %g s%s", self.profile.slot, self.endpoint,
+                     wait_s, why)
             return False
         return True
 
