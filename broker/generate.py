@@ -41,7 +41,7 @@ class GenerateService(Dispatch):
         self.limits = limits
         self.by_client: dict[bytes, set[str]] = defaultdict(set)
         self.candidates = 0                     # of all jobs in `jobs`
-        self.stats = {"busy": 0, "malformed_replies": 0}
+        self.stats = {"busy": 0, "malformed_replies": 0, "stale_replies": 0}
 
     # -- client side -------------------------------------------------------------------
     def submit(self, client: bytes, delimited: bool, request: GenerateRequest, now: float) -> None:
@@ -93,6 +93,7 @@ class GenerateService(Dispatch):
         job = self.jobs.get(assignment[0])
         cand = job.at(assignment[1]) if job else None
         if cand is None or cand.state != RUNNING or cand.slot != slot.identity:
+            self.stats["stale_replies"] += 1
             if reply.final:
                 self.dispatch(now)
             return  # the candidate already ended (timeout, cancel): nothing to record
