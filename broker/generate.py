@@ -31,6 +31,7 @@ from common.messages import WorkerReply
 
 log = logging.getLogger(__name__)
 MAX_NAME_SHOWN = 80  # characters of a client's model name quoted back to it
+PRUNE_SLACK = 1024   # timers of ended jobs kept before they are pruned (and 8 per live one)
 
 
 class GenerateService(Dispatch):
@@ -219,6 +220,8 @@ class GenerateService(Dispatch):
         self.metrics.jobs.end(outcome, now - job.created_at)
         self.ballots.drop(job.id)
         self.candidates -= len(job.candidates)
+        if len(self.timers) > PRUNE_SLACK + 8 * (len(self.jobs) + self.candidates):
+            self.timers.prune(lambda key: key[1] in self.jobs)  # amortised: it at least halves
         ids = self.by_client.get(job.client)
         if ids is not None:
             ids.discard(job.id)
