@@ -18,6 +18,7 @@ from common.codec import MAX_DEPTH, MAX_ITEMS, check_shape, pack, unpack
 from common.errors import BodyError, ProtocolError
 from common.messages import decode
 from common.profile import WorkerProfile
+from common.tool_calls import MAX_SCHEMA_DEPTH
 from tests.fuzz_values import SCHEMAS, hostile_bodies, values
 
 pytestmark = pytest.mark.timeout(60)
@@ -127,9 +128,21 @@ def test_a_body_missing_any_field_is_read_or_refused(schema, data):
         assert e.field is not None or "exactly one" in str(e) or "profile" in str(e)
 
 
+def test_a_tool_schema_too_deep_to_pass_on_is_refused_at_the_door():
+    """The HTTP side reads JSON of any depth; a request it accepts must reach a worker, so
+    the depth a Task may not carry is refused in the request, by name."""
+    deep: dict = {}
+    for _ in range(MAX_DEPTH):
+        deep = {"a": deep}
+    with pytest.raises(BodyError) as info:
+        GenerateRequest.from_map({"prompt": "p", "tools": [
+            {"type": "function", "function": {"name": "f", "parameters": deep}}]})
+    assert info.value.field == "tools" and "deeper" in str(info.value)
+
+
 def test_a_task_passes_on_any_tool_schema_the_codec_accepts():
     deep: dict = {}
-    for _ in range((MAX_DEPTH - 6) // 2):  # two maps a level, under task, tools, tool, function
+    for _ in range((MAX_SCHEMA_DEPTH - 1) // 2):  # two maps a level: as deep as may be sent
         deep = {"type": "object", "properties": {"x": deep}}
     body = Task("j", 0, 1, GenerateRequest.from_map(
         {"prompt": "p", "tools": [{"type": "function", "function": {
