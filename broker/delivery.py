@@ -5,8 +5,10 @@ The ROUTER runs with ROUTER_MANDATORY, so a send to a peer whose queue is full s
 that (GONE). A peer that is FULL gets a backlog that keeps the order of its messages and
 is retried on every pass; while it is backed up, droppable messages (progress events,
 heartbeats) join the backlog only within a byte budget and are shed beyond it, counted.
-A message that is not droppable (a FINAL) always waits in the backlog until it is sent or
-its peer is gone.
+A message that is not droppable (a FINAL) waits in the backlog until it is sent or its
+peer is gone, up to `max_kept` of them: a peer that left that many unread (no client has
+that many jobs; a stranger that floods requests and never reads does) is cut off as if gone,
+counted (`overflowed`), so no peer can grow the broker without bound.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from broker.outbox import Envelope, Frames
 
 DEFAULT_BACKLOG_BYTES = 32 * 1024 * 1024  # per peer, for droppable messages
+DEFAULT_MAX_KEPT = 4096                   # per peer, ones never dropped; beyond it: cut off
 
 
 class Sent(enum.Enum):
@@ -27,12 +30,15 @@ class Sent(enum.Enum):
 
 
 class Delivery:
-    def __init__(self, send: Callable[[Frames], Sent], backlog_bytes: int = DEFAULT_BACKLOG_BYTES):
+    def __init__(self, send: Callable[[Frames], Sent], backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
+                 max_kept: int = DEFAULT_MAX_KEPT):
         self._send = send
-        self.backlog_bytes = backlog_bytes
+        self.backlog_bytes, self.max_kept = backlog_bytes, max_kept
         self._backlog: dict[bytes, deque[Envelope]] = {}
         self._bytes: dict[bytes, int] = {}
-        self.stats = {"sent": 0, "shed": 0, "backlogged": 0, "undeliverable": 0}
+        self._kept: dict[bytes, int] = {}  # messages in a backlog that are not droppable
+        self.stats = {"sent": 0, "shed": 0, "backlogged": 0, "undeliverable": 0,
+                      "overflowed": 0}
 
     @property
     def pending(self) -> int:
@@ -51,18 +57,27 @@ class Delivery:
                 self.stats["undeliverable"] += 1
                 return identity
             queue = self._backlog[identity] = deque()
-            self._bytes[identity] = 0
-        self._keep(identity, queue, env)
-        return None
+            self._bytes[identity] = self._kept[identity] = 0
+        return self._keep(identity, queue, env)
 
-    def _keep(self, identity: bytes, queue: deque[Envelope], env: Envelope) -> None:
+    def _keep(self, identity: bytes, queue: deque[Envelope], env: Envelope) -> bytes | None:
         size = sum(len(f) for f in env.frames)
         if env.droppable and self._bytes[identity] + size > self.backlog_bytes:
             self.stats["shed"] += 1
-            return
+            return None
+        if not env.droppable and self._kept[identity] >= self.max_kept:
+            self.stats["overflowed"] += 1
+            self.stats["undeliverable"] += 1 + len(queue)
+            self._forget(identity)
+            return identity  # it does not read: as good as gone
         queue.append(env)
         self._bytes[identity] += size
+        self._kept[identity] += not env.droppable
         self.stats["backlogged"] += 1
+        return None
+
+    def _forget(self, identity: bytes) -> None:
+        del self._backlog[identity], self._bytes[identity], self._kept[identity]
 
     def retry(self) -> list[bytes]:
         """Send what the backlogs can take now; returns the identities found gone."""
@@ -74,6 +89,7 @@ class Delivery:
                     break
                 env = queue.popleft()
                 self._bytes[identity] -= sum(len(f) for f in env.frames)
+                self._kept[identity] -= not env.droppable
                 if result is Sent.GONE:
                     self.stats["undeliverable"] += 1 + len(queue)
                     queue.clear()
@@ -81,5 +97,5 @@ class Delivery:
                 else:
                     self.stats["sent"] += 1
             if not queue:
-                del self._backlog[identity], self._bytes[identity]
+                self._forget(identity)
         return gone

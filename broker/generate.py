@@ -31,6 +31,7 @@ from common.messages import WorkerReply
 
 log = logging.getLogger(__name__)
 MAX_NAME_SHOWN = 80  # characters of a client's model name quoted back to it
+PRUNE_SLACK = 1024   # timers of ended jobs kept before they are pruned (and 8 per live one)
 
 
 class GenerateService(Dispatch):
@@ -41,7 +42,7 @@ class GenerateService(Dispatch):
         self.limits = limits
         self.by_client: dict[bytes, set[str]] = defaultdict(set)
         self.candidates = 0                     # of all jobs in `jobs`
-        self.stats = {"busy": 0, "malformed_replies": 0}
+        self.stats = {"busy": 0, "malformed_replies": 0, "stale_replies": 0}
 
     # -- client side -------------------------------------------------------------------
     def submit(self, client: bytes, delimited: bool, request: GenerateRequest, now: float) -> None:
@@ -93,6 +94,7 @@ class GenerateService(Dispatch):
         job = self.jobs.get(assignment[0])
         cand = job.at(assignment[1]) if job else None
         if cand is None or cand.state != RUNNING or cand.slot != slot.identity:
+            self.stats["stale_replies"] += 1
             if reply.final:
                 self.dispatch(now)
             return  # the candidate already ended (timeout, cancel): nothing to record
@@ -219,6 +221,8 @@ class GenerateService(Dispatch):
         self.metrics.jobs.end(outcome, now - job.created_at)
         self.ballots.drop(job.id)
         self.candidates -= len(job.candidates)
+        if len(self.timers) > PRUNE_SLACK + 8 * (len(self.jobs) + self.candidates):
+            self.timers.prune(lambda key: key[1] in self.jobs)  # amortised: it at least halves
         ids = self.by_client.get(job.client)
         if ids is not None:
             ids.discard(job.id)

@@ -39,6 +39,7 @@ from common.mdns import DEFAULT_SWARM, WorkerAdvert
 from common.messages import (ClientReply, ClientRequest, Disconnect, Heartbeat, Ready,
                              WorkerReply, decode)
 from common.profile import WorkerProfile
+from common.rejections import Rejections
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Broker:
                                         self.voter, Limits(config.max_jobs, config.max_candidates))
         self.router = Router(self.registry, self.outbox, config.timeout_s)
         self.stats = {"malformed": 0, "errors": 0, "messages": 0}
+        self.rejected = Rejections()  # every message refused, by reason (swarm.status)
         self.started_at = time.monotonic()
         self.endpoint: str | None = None
         self.socket: zmq.asyncio.Socket | None = None
@@ -186,6 +188,7 @@ class Broker:
         self.stats["messages"] += 1
         if len(frames) < 2:
             self.stats["malformed"] += 1
+            self.rejected.add("malformed")
             return
         identity = frames[0]
         try:
@@ -198,7 +201,9 @@ class Broker:
                 self._on_worker(identity, delimited, message, now)
         except ProtocolError as e:
             self.stats["malformed"] += 1
-            log.warning("dropped malformed message from %s: %s", identity.hex(), e)
+            if self.rejected.add("malformed"):  # the 1st, 2nd, 4th, ...: a flood logs little
+                log.warning("dropped malformed message from %s: %s (%d so far)", identity.hex(),
+                            e, self.rejected["malformed"])
             slot = self.registry.get(identity)
             if slot is not None:  # a confused worker: make it start over (RFC 18)
                 self._guarded("a confused worker", self._disconnect, slot,
@@ -212,6 +217,7 @@ class Broker:
             try:
                 request = GenerateRequest.from_map(unpack_body(req.body))
             except BodyError as e:
+                self.rejected.add("bad_request")
                 self.outbox.error(client, delimited, req.service, f"{BAD_REQUEST}: {e}")
                 return
             self.generate.submit(client, delimited, request, now)
@@ -232,6 +238,7 @@ class Broker:
         try:
             job = body_field(unpack_body(req.body), "job", str, None) if req.body else None
         except BodyError as e:
+            self.rejected.add("bad_request")
             self.outbox.error(client, delimited, req.service, f"{BAD_REQUEST}: {e}")
             return
         count = self.generate.cancel_client(client, now, job)
@@ -255,6 +262,7 @@ class Broker:
                 self._lose(slot, "disconnected", now)
         elif slot is None:
             # a worker we do not know (we restarted, or it was purged): make it start over
+            self.rejected.add("unknown_worker")
             self.outbox.send(identity, delimited, Disconnect())
         elif isinstance(msg, Heartbeat):
             self.registry.touch(identity, now)
@@ -264,13 +272,15 @@ class Broker:
             service.on_reply(slot, msg, now)
         else:  # valid but unexpected (REQUEST, CANCEL, a reply while idle): RFC 18 says DISCONNECT
             name = type(msg).__name__
-            log.warning("worker %s sent an unexpected %s; disconnecting it", slot.peer, name)
+            if self.rejected.add("unexpected"):
+                log.warning("worker %s sent an unexpected %s; disconnecting it", slot.peer, name)
             self._disconnect(slot, f"sent an unexpected {name}", now)
 
     def _on_ready(self, identity: bytes, delimited: bool, msg: Ready, slot: Slot | None,
                   now: float) -> None:
         if slot is not None or msg.service.startswith(F.MMI_PREFIX) or \
                 msg.service in (F.SERVICE_STATUS, F.SERVICE_CANCEL):
+            self.rejected.add("unexpected")
             if slot is not None:
                 self._disconnect(slot, "sent READY twice", now)
             else:
@@ -345,4 +355,12 @@ class Broker:
         return {"version": __version__, "endpoint": self.endpoint, "swarm": self.config.swarm,
                 "uptime_s": round(now - self.started_at, 3),
                 "jobs_active": len(self.generate.jobs), **self.stats,
-                **self.generate.stats, **self.delivery.stats}
+                **self.generate.stats, **self.delivery.stats, "rejected": self._rejected()}
+
+    def _rejected(self) -> dict[str, int]:
+        """Every refusal by reason: at the door (here) and by the services and delivery."""
+        gen, out = self.generate.stats, self.delivery.stats
+        return {**self.rejected.to_map(), "busy": gen["busy"] + self.router.stats["busy"],
+                "malformed_replies": gen["malformed_replies"],
+                "stale_replies": gen["stale_replies"], "shed": out["shed"],
+                "overflowed": out["overflowed"]}

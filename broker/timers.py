@@ -1,14 +1,16 @@
 """Deadlines in a heap, so a tick costs what is due rather than a scan of every job.
 
-Entries are never removed early: the caller checks that a due entry still means something
-(the candidate is still on the same attempt, the job still exists) and ignores it if not.
+Entries are not removed one by one: the caller checks that a due entry still means
+something (the candidate is still on the same attempt, the job still exists) and ignores it
+if not, and now and then `prune`s the ones that mean nothing any more, so entries of ended
+jobs whose deadlines are far off (a day, at most) do not pile up.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 
 class Timers:
@@ -28,3 +30,8 @@ class Timers:
         while self._heap and self._heap[0][0] <= now:
             out.append(heapq.heappop(self._heap)[2])
         return out
+
+    def prune(self, keep: Callable[[Hashable], bool]) -> None:
+        """Drop every entry whose key `keep` rejects; O(n), so only now and then."""
+        self._heap = [entry for entry in self._heap if keep(entry[2])]
+        heapq.heapify(self._heap)

@@ -123,6 +123,7 @@ class SwarmClient:
         """A DEALER connected to the broker, with a monitor for handshakes and drops."""
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, F.MAX_MESSAGE_BYTES)  # a bigger reply drops the link
         if self.curve is not None:
             self.curve.apply(sock)
         monitor = sock.get_monitor_socket(_WATCHED)

@@ -28,6 +28,7 @@ MAX_TOOLS = 128
 MAX_NAME = 64
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # the whole name (fullmatch)
 MAX_JSON_STARTS = 64  # line starts tried as a JSON value in prose, at most
+MAX_SCHEMA_DEPTH = 32  # a tool's parameters nest at most this deep (a whole body: 64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,9 @@ def check_tools(raw: Any) -> tuple[dict[str, Any], ...]:
         if params is not None and not isinstance(params, dict):
             raise BodyError(f"field 'tools[{i}].function.parameters' must be a JSON schema "
                             "object", "tools")
+        if params and _depth(params) > MAX_SCHEMA_DEPTH:  # the HTTP side reads any depth
+            raise BodyError(f"field 'tools[{i}].function.parameters' nests deeper than "
+                            f"{MAX_SCHEMA_DEPTH} levels", "tools")
         desc = fn.get("description", "")
         if desc is not None and not isinstance(desc, str):
             raise BodyError(f"field 'tools[{i}].function.description' must be a string", "tools")
@@ -81,6 +85,19 @@ def check_tools(raw: Any) -> tuple[dict[str, Any], ...]:
         out.append({"type": "function", "function": {
             "name": name, "description": desc or "", "parameters": params or {}}})
     return tuple(out)
+
+
+def _depth(value: Any) -> int:
+    """How deep maps and lists nest in a value, without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item \
+            if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def tool_names(tools: tuple[dict[str, Any], ...] | None) -> set[str]:

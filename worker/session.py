@@ -26,13 +26,14 @@ import zmq
 import zmq.asyncio
 
 from common import frames as F
-from common.bodies import ERROR_REQUEST, Chunk, Outcome, Task
+from common.bodies import ERROR_REQUEST, MAX_CANDIDATES, Chunk, Outcome, Task
 from common.codec import pack, unpack_body
 from common.curve import ClientKeys
 from common.errors import ProtocolError
 from common.messages import (Cancel, Disconnect, Heartbeat, Ready, WorkerReply, WorkerRequest,
                              decode_worker, split_envelope)
 from common.profile import WorkerProfile
+from common.rejections import Rejections
 from worker.backend import Backend
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 GOODBYE_LINGER_MS = 200
 SEND_HWM = 1000  # messages queued per connection; past that, PARTIALs are dropped
 RETRY_S = 0.005  # how soon a FINAL the broker could not take yet is sent again
+MAX_JOB_ID = 64  # characters of a bad request's job id echoed back in its error FINAL
+MAX_CAND = MAX_CANDIDATES * 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,7 @@ class WorkerSession:
         self.backoff_s = config.reconnect_min_s  # the pause after a refused connection
         self.pauses_s: deque[float] = deque(maxlen=32)  # the latest pauses taken, oldest first
         self.endpoint = config.broker  # the broker of the latest connection
+        self.rejected = Rejections()  # what the broker sent that this slot refused, by reason
 
     async def run(self) -> None:
         cfg = self.config
@@ -182,6 +186,8 @@ class WorkerSession:
             link.work.cancelled.set()
         if link.dropped:
             log.info("slot %d: %d PARTIAL(s) the broker did not take", self.profile.slot, link.dropped)
+        if self.rejected.total():
+            log.info("slot %d: refused from brokers so far: %s", self.profile.slot, self.rejected)
 
     def _socket(self) -> zmq.asyncio.Socket:
         sock = self.ctx.socket(zmq.DEALER)
@@ -237,7 +243,7 @@ class WorkerSession:
             _, frames = split_envelope(frames)
             msg = decode_worker(frames)
         except ProtocolError as e:
-            log.warning("slot %d: dropped a malformed message from the broker: %s", self.profile.slot, e)
+            self._reject("malformed", "dropped a malformed message from the broker: %s", e)
             return False
         if isinstance(msg, Disconnect):
             log.info("slot %d: broker sent DISCONNECT", self.profile.slot)
@@ -245,26 +251,33 @@ class WorkerSession:
         if isinstance(msg, (Heartbeat, WorkerRequest)):
             link.accepted = True
         if isinstance(msg, Cancel):
-            if link.work is not None:
+            if link.work is not None and link.work.client == msg.client:
                 link.work.cancelled.set()
+            else:  # it crossed our FINAL, or names another client: nothing of ours to stop
+                self.rejected.add("stale_cancel")
         elif isinstance(msg, WorkerRequest):
             if link.work is None:
                 link.work = self._start(msg, link.queue)
             else:
-                log.warning("slot %d: REQUEST while busy; ignoring it", self.profile.slot)
+                self._reject("busy", "REQUEST while busy; ignoring it")
         elif not isinstance(msg, Heartbeat):
-            log.warning("slot %d: unexpected %s from the broker", self.profile.slot, type(msg).__name__)
+            self._reject("unexpected", "unexpected %s from the broker", type(msg).__name__)
         return False
+
+    def _reject(self, reason: str, text: str, *args) -> None:
+        """Count what the broker sent and we refused; log the 1st, 2nd, 4th, ... of each."""
+        if self.rejected.add(reason):
+            log.warning("slot %d: " + text + " (%d so far)", self.profile.slot, *args,
+                        self.rejected[reason])
 
     def _start(self, req: WorkerRequest, queue: asyncio.Queue) -> _Work:
         cancelled = threading.Event()
         try:
             task = Task.from_map(unpack_body(req.body))
         except ProtocolError as e:
-            body = unpack_body_loose(req.body)
+            self._reject("bad_request", "refused a REQUEST: %s", e)
             work = _Work(req.client, None, cancelled)
-            queue.put_nowait((work, Outcome(str(body.get("job", "")), _int(body.get("cand")),
-                                            error=f"bad request: {e}"), True))
+            queue.put_nowait((work, _refusal(req.body, f"bad request: {e}"), True))
             return work
         work = _Work(req.client, task, cancelled)
         self.executor.submit(self._generate, work, asyncio.get_running_loop(), queue)
@@ -309,12 +322,14 @@ def _send(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:
     return True
 
 
-def unpack_body_loose(body: tuple[bytes, ...]) -> dict:
+def _refusal(body: tuple[bytes, ...], error: str) -> Outcome:
+    """The error FINAL for a REQUEST we cannot read; its job and candidate are echoed back
+    only where they can be ones."""
     try:
-        return unpack_body(body)
+        m = unpack_body(body)
     except ProtocolError:
-        return {}
-
-
-def _int(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        m = {}
+    job, cand = m.get("job"), m.get("cand")
+    job = job if isinstance(job, str) and len(job) <= MAX_JOB_ID else ""
+    ok = isinstance(cand, int) and not isinstance(cand, bool) and 0 <= cand <= MAX_CAND
+    return Outcome(job, cand if ok else 0, error=error)
