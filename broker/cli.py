@@ -9,7 +9,7 @@ import math
 import click
 
 from broker.http_api import DEFAULT_HTTP, KEEPALIVE_S, HttpApi
-from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS
+from broker.policy import CANCEL_GRACE_S, MAX_JOB_CANDIDATES, MAX_JOBS
 from broker.server import Broker, BrokerConfig
 from common import frames as F
 from common import logs
@@ -48,6 +48,8 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
               help="Fail a candidate whose first token takes longer than this.")
 @click.option("--peer-timeout", multiple=True, metavar="NAME=SECONDS",
               help="Per-peer timeout override (repeatable).")
+@click.option("--cancel-grace-s", type=seconds(), default=CANCEL_GRACE_S, show_default=True,
+              help="How long a slot told to stop may take to end; then it is disconnected.")
 @click.option("--max-jobs", type=click.IntRange(1, 1_000_000), default=MAX_JOBS, show_default=True,
               help="Jobs in flight before new ones are refused as busy.")
 @click.option("--max-candidates", type=click.IntRange(1, 10_000_000), default=MAX_JOB_CANDIDATES,
@@ -61,12 +63,14 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
 @mdns_options
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @version_option("swarm-broker")
-def main(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s, peer_timeout, max_jobs,
-         max_candidates, http, api_key, sse_keepalive_s, swarm, no_mdns, verbose):
+def main(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s, peer_timeout,
+         cancel_grace_s, max_jobs, max_candidates, http, api_key, sse_keepalive_s, swarm, no_mdns,
+         verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     logs.setup(verbose + 1)
     config = BrokerConfig(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s,
-                          _peer_timeouts(peer_timeout), max_jobs, max_candidates, swarm)
+                          _peer_timeouts(peer_timeout), max_jobs, max_candidates, swarm,
+                          cancel_grace_s=cancel_grace_s)
     broker = Broker(config)
     try:
         broker.bind()

@@ -21,7 +21,7 @@ import zmq.asyncio
 from broker.delivery import Delivery, Sent
 from broker.generate import GenerateService
 from broker.local_clients import LocalClients, Sink
-from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS, Limits, TimeoutPolicy
+from broker.policy import CANCEL_GRACE_S, MAX_JOB_CANDIDATES, MAX_JOBS, Limits, TimeoutPolicy
 from broker.metrics import MetricsBook
 from broker.outbox import Outbox
 from broker.registry import Registry, Slot
@@ -56,6 +56,7 @@ class BrokerConfig:
     max_jobs: int = MAX_JOBS
     max_candidates: int = MAX_JOB_CANDIDATES
     swarm: str = DEFAULT_SWARM
+    cancel_grace_s: float = CANCEL_GRACE_S
 
 
 class Broker:
@@ -71,7 +72,8 @@ class Broker:
         timeouts = TimeoutPolicy(config.timeout_s, config.first_token_timeout_s,
                                  dict(config.peer_timeouts))
         self.generate = GenerateService(self.registry, self.metrics, self.outbox, timeouts,
-                                        self.voter, Limits(config.max_jobs, config.max_candidates))
+                                        self.voter, Limits(config.max_jobs, config.max_candidates),
+                                        config.cancel_grace_s)
         self.router = Router(self.registry, self.outbox, config.timeout_s)
         self.stats = {"malformed": 0, "errors": 0, "messages": 0}
         self.started_at = time.monotonic()
@@ -311,13 +313,18 @@ class Broker:
         self._guarded("purging silent workers", self._purge, now)
         for slot in self.registry.beats_due(now):
             self.outbox.send(slot.identity, slot.delimited, Heartbeat(), droppable=True)
-        self._guarded("job timeouts", self.generate.tick, now)
+        self._guarded("job timeouts", self._generate_tick, now)
         self._guarded("routing timeouts", self._route_tick, now)
 
     def _purge(self, now: float) -> None:
         for slot in self.registry.purge(now):
             self.metrics.peer(slot.peer).heartbeat_misses += 1
             self._lose(slot, f"went silent for {slot.expiry_s:g} s", now)
+
+    def _generate_tick(self, now: float) -> None:
+        for slot in self.generate.tick(now):
+            self._disconnect(slot, f"worked on past a CANCEL for {self.config.cancel_grace_s:g} s",
+                             now)
 
     def _route_tick(self, now: float) -> None:
         for slot in self.router.tick(now):
