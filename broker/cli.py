@@ -11,7 +11,7 @@ import click
 
 from broker.adaptive import DEFAULT_CAP_S, DEFAULT_FLOOR_S
 from broker.http_api import DEFAULT_HTTP, KEEPALIVE_S, HttpApi
-from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS
+from broker.policy import CANCEL_GRACE_S, MAX_JOB_CANDIDATES, MAX_JOBS
 from broker.server import Broker, BrokerConfig
 from broker.zap import ServerKeys
 from common import frames as F
@@ -59,6 +59,8 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
               help="Fail a candidate whose first token takes longer than this.")
 @click.option("--peer-timeout", multiple=True, metavar="NAME=SECONDS",
               help="Per-peer timeout override (repeatable).")
+@click.option("--cancel-grace-s", type=seconds(), default=CANCEL_GRACE_S, show_default=True,
+              help="How long a slot told to stop may take to end; then it is disconnected.")
 @click.option("--max-jobs", type=click.IntRange(1, 1_000_000), default=MAX_JOBS, show_default=True,
               help="Jobs in flight before new ones are refused as busy.")
 @click.option("--max-candidates", type=click.IntRange(1, 10_000_000), default=MAX_JOB_CANDIDATES,
@@ -79,8 +81,8 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
 @version_option("swarm-broker")
 @click.pass_context
 def main(ctx, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_cap_s,
-         first_token_timeout_s, peer_timeout, max_jobs, max_candidates, http, api_key,
-         sse_keepalive_s, swarm, no_mdns, secure, key_dir, allowed_keys, verbose):
+         first_token_timeout_s, peer_timeout, cancel_grace_s, max_jobs, max_candidates, http,
+         api_key, sse_keepalive_s, swarm, no_mdns, secure, key_dir, allowed_keys, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     if ctx.invoked_subcommand is not None:
         return
@@ -95,7 +97,7 @@ def main(ctx, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_c
     config = BrokerConfig(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s,
                           _peer_timeouts(peer_timeout), max_jobs, max_candidates, swarm,
                           timeout_floor_s=timeout_floor_s, timeout_cap_s=timeout_cap_s,
-                          curve=curve)
+                          curve=curve, cancel_grace_s=cancel_grace_s)
     broker = Broker(config)
     try:
         broker.bind()

@@ -16,7 +16,7 @@ from broker import scheduler
 from broker.jobs import CANCELLED, FAILED, RUNNING, Candidate, Job
 from broker.metrics import MetricsBook
 from broker.outbox import Outbox
-from broker.policy import MAX_ATTEMPTS, TimeoutPolicy
+from broker.policy import CANCEL_GRACE_S, MAX_ATTEMPTS, TimeoutPolicy
 from broker.registry import Registry, Slot
 from broker.rotation import Rotation
 from broker.sampling_plan import prompt_chars
@@ -27,12 +27,14 @@ from common.frames import SERVICE_GENERATE
 from common.messages import Cancel, WorkerRequest
 
 log = logging.getLogger(__name__)
+CANCEL_GRACE = "cancel grace"  # the timer key of a slot told to stop
 
 
 class Dispatch:
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
-                 timeouts: TimeoutPolicy):
+                 timeouts: TimeoutPolicy, cancel_grace_s: float = CANCEL_GRACE_S):
         self.registry, self.metrics, self.outbox, self.timeouts = registry, metrics, outbox, timeouts
+        self.cancel_grace_s = cancel_grace_s
         self.jobs: dict[str, Job] = {}
         self.rotation = Rotation()              # jobs with candidates waiting for a slot
         self.timers = Timers()
@@ -143,7 +145,7 @@ class Dispatch:
         if cand is None or cand.state != RUNNING or cand.attempts != attempt or \
                 (what == "first token" and cand.first_token_at is not None):
             return  # that attempt already moved on
-        self._cancel(job, cand)
+        self._cancel(job, cand, now)
         self._fail(job, cand, f"{cand.peer} timed out waiting for the {what}", now, timeout=True)
 
     def _stop_rest(self, job: Job, now: float, reason: str) -> None:
@@ -152,16 +154,32 @@ class Dispatch:
             if cand.ended:
                 continue
             if cand.state == RUNNING:
-                self._cancel(job, cand)
+                self._cancel(job, cand, now)
                 self.metrics.peer(cand.peer).cancelled += 1
             cand.state, cand.ended_at, cand.error = CANCELLED, now, reason
             self._event(job, cand, "cancelled", reason)
 
-    def _cancel(self, job: Job, cand: Candidate) -> None:
-        """Ask the slot to stop; it stays busy until its FINAL arrives (MDP: one at a time)."""
+    def _cancel(self, job: Job, cand: Candidate, now: float) -> None:
+        """Ask the slot to stop; it stays busy until its FINAL arrives (MDP: one at a time),
+        for at most the cancel grace: a slot still on it then is handed back to be
+        disconnected (`ignored_cancel`), so a peer that ignores CANCEL cannot hold it."""
         slot = self.registry.get(cand.slot) if cand.slot else None
         if slot is not None and slot.profile.cancel:
             self.outbox.send(slot.identity, slot.delimited, Cancel(job.client))
+            self.timers.add(now + self.cancel_grace_s,
+                            (CANCEL_GRACE, job.id, cand.index, slot.identity, slot.assigned_at))
+
+    def ignored_cancel(self, key: tuple) -> Slot | None:
+        """The slot of a due cancel grace if it is still on the candidate it was told to
+        stop (counted against its peer), else None: it sent its FINAL, or it is gone."""
+        _, job_id, index, identity, assigned_at = key
+        slot = self.registry.get(identity)
+        if slot is None or slot.job != (job_id, index) or slot.assigned_at != assigned_at:
+            return None
+        self.metrics.peer(slot.peer).cancel_ignored += 1
+        log.warning("worker %s slot %d still works on job %s %g s after CANCEL; disconnecting it",
+                    slot.peer, slot.profile.slot, job_id, self.cancel_grace_s)
+        return slot
 
 
 def need_of(job: Job, cand: Candidate) -> scheduler.Need:

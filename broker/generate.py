@@ -17,10 +17,10 @@ from broker import ballots, quorum, scheduler
 from broker.jobs import DONE, RUNNING, Candidate, Job, new_job
 from broker.metrics import JOB_CANCELLED, JOB_FAILED, JOB_OK, MetricsBook
 from broker.outbox import Outbox
-from broker.policy import MAX_TEXT_CHARS, Limits, TimeoutPolicy
+from broker.policy import CANCEL_GRACE_S, MAX_TEXT_CHARS, Limits, TimeoutPolicy
 from broker.registry import Registry, Slot
 from broker.ballots import Ballots
-from broker.dispatch import Dispatch, need_of, used_by
+from broker.dispatch import CANCEL_GRACE, Dispatch, need_of, used_by
 from broker.verdicts import BUSY, DEADLINE, NO_MODEL, NO_WORKER, error_map
 from broker.voting import answer_key
 from common.bodies import CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Chunk, GenerateRequest, Outcome
@@ -36,8 +36,9 @@ PRUNE_SLACK = 1024   # timers of ended jobs kept before they are pruned (and 8 p
 
 class GenerateService(Dispatch):
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
-                 timeouts: TimeoutPolicy, voter=None, limits: Limits = Limits()):
-        super().__init__(registry, metrics, outbox, timeouts)
+                 timeouts: TimeoutPolicy, voter=None, limits: Limits = Limits(),
+                 cancel_grace_s: float = CANCEL_GRACE_S):
+        super().__init__(registry, metrics, outbox, timeouts, cancel_grace_s)
         self.ballots = Ballots(metrics, voter)
         self.limits = limits
         self.by_client: dict[bytes, set[str]] = defaultdict(set)
@@ -104,7 +105,7 @@ class GenerateService(Dispatch):
             self.stats["malformed_replies"] += 1
             log.warning("job %s cand %d: bad reply from %s: %s", job.id, cand.index, slot.peer, e)
             if not reply.final:
-                self._cancel(job, cand)  # the slot stays busy until its FINAL comes
+                self._cancel(job, cand, now)  # the slot stays busy until its FINAL comes
             self._fail(job, cand, f"{slot.peer} sent a malformed reply: {e}", now)
         else:
             if reply.final:
@@ -178,8 +179,15 @@ class GenerateService(Dispatch):
         self.dispatch(now)
 
     # -- failure, timeouts, the end --------------------------------------------------------
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> list[Slot]:
+        """Act on due timers; returns the slots that ignored a CANCEL for the whole grace,
+        for the server to disconnect (it owns the socket)."""
+        overdue = []
         for key in self.timers.due(now):
+            if key[0] == CANCEL_GRACE:
+                if (slot := self.ignored_cancel(key)) is not None:
+                    overdue.append(slot)
+                continue
             job = self.jobs.get(key[1])
             if job is None or job.voting:
                 continue
@@ -190,6 +198,7 @@ class GenerateService(Dispatch):
             self._settle(job, now)
         self.collect_votes(now)
         self.dispatch(now)
+        return overdue
 
     def _settle(self, job: Job, now: float) -> None:
         """End the job if the vote needs nothing more from it."""

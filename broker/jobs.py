@@ -87,6 +87,8 @@ class Candidate:
             "ttft_s": self.ttft_s,
             "tokens": self.completion_tokens,
             "attempts": self.attempts,
+            # what sent it to another slot, when it was retried and then finished
+            "retried_after": self.error if self.state == DONE and self.attempts > 1 else None,
             "tool_calls": [],  # the vote fills in the calls it read (verdicts.result_map)
             "logprob": self.outcome.logprob if self.outcome else None,
         }

@@ -74,6 +74,7 @@ class PeerMetrics:
     cancelled: int = 0            # stopped because the job no longer needed it: no blame
     request_errors: int = 0       # failed through the request's fault: no blame either
     heartbeat_misses: int = 0     # slots lost because they went silent
+    cancel_ignored: int = 0       # slots disconnected for working on past a CANCEL's grace
     wins: int = 0
     tokens: int = 0
     busy_s: float = 0.0
@@ -128,6 +129,7 @@ class PeerMetrics:
             "cancelled": self.cancelled,
             "request_errors": self.request_errors,
             "heartbeat_misses": self.heartbeat_misses,
+            "cancel_ignored": self.cancel_ignored,
             "wins": self.wins,
             "latency_mean_s": _mean(lat),
             "latency_p95_s": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None,

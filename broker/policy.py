@@ -9,6 +9,7 @@ from broker.metrics import PeerMetrics
 from broker.registry import Slot
 
 MAX_ATTEMPTS = 2  # a failed candidate may be re-dispatched once elsewhere
+CANCEL_GRACE_S = 10.0  # a slot told to stop has this long to send its FINAL, then DISCONNECT
 MAX_TEXT_CHARS = 4 * 1024 * 1024  # one candidate's streamed text; beyond it the peer is wrong
 MAX_JOBS = 1000
 MAX_JOB_CANDIDATES = 16384  # of all jobs in flight together

@@ -82,6 +82,8 @@ def _peers(book: MetricsBook, live: Counter) -> Iterator[Metric]:
                      "timeouts and lost slots included."),
         "tokens": ("swarm_tokens", "Completion tokens of the answers the peer finished."),
         "heartbeat_misses": ("swarm_heartbeat_misses", "Slots lost because they went silent."),
+        "cancel_ignored": ("swarm_cancels_ignored", "Slots disconnected because they worked on "
+                           "past a CANCEL's grace."),
         "wins": ("swarm_votes_won", "Jobs whose vote the peer's candidate won."),
     }
     families = {key: CounterMetricFamily(name, text, labels=["peer"])

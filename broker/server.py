@@ -22,7 +22,7 @@ from broker.delivery import Delivery, Sent
 from broker.adaptive import DEFAULT_CAP_S, DEFAULT_FLOOR_S, Learning
 from broker.generate import GenerateService
 from broker.local_clients import LocalClients, Sink
-from broker.policy import MAX_JOB_CANDIDATES, MAX_JOBS, Limits, TimeoutPolicy
+from broker.policy import CANCEL_GRACE_S, MAX_JOB_CANDIDATES, MAX_JOBS, Limits, TimeoutPolicy
 from broker.metrics import MetricsBook
 from broker.outbox import Outbox
 from broker.registry import Registry, Slot
@@ -62,6 +62,7 @@ class BrokerConfig:
     timeout_floor_s: float = DEFAULT_FLOOR_S  # what a learned per-peer timeout stays within
     timeout_cap_s: float = DEFAULT_CAP_S
     curve: ServerKeys | None = None  # --secure: CURVE with allowed keys
+    cancel_grace_s: float = CANCEL_GRACE_S
 
 
 class Broker:
@@ -78,7 +79,8 @@ class Broker:
                                       dict(config.peer_timeouts),
                                       Learning(config.timeout_floor_s, config.timeout_cap_s))
         self.generate = GenerateService(self.registry, self.metrics, self.outbox, self.timeouts,
-                                        self.voter, Limits(config.max_jobs, config.max_candidates))
+                                        self.voter, Limits(config.max_jobs, config.max_candidates),
+                                        config.cancel_grace_s)
         self.router = Router(self.registry, self.outbox, config.timeout_s)
         self.stats = {"malformed": 0, "errors": 0, "messages": 0}
         self.rejected = Rejections()  # every message refused, by reason (swarm.status)
@@ -332,13 +334,18 @@ class Broker:
         self._guarded("purging silent workers", self._purge, now)
         for slot in self.registry.beats_due(now):
             self.outbox.send(slot.identity, slot.delimited, Heartbeat(), droppable=True)
-        self._guarded("job timeouts", self.generate.tick, now)
+        self._guarded("job timeouts", self._generate_tick, now)
         self._guarded("routing timeouts", self._route_tick, now)
 
     def _purge(self, now: float) -> None:
         for slot in self.registry.purge(now):
             self.metrics.peer(slot.peer).heartbeat_misses += 1
             self._lose(slot, f"went silent for {slot.expiry_s:g} s", now)
+
+    def _generate_tick(self, now: float) -> None:
+        for slot in self.generate.tick(now):
+            self._disconnect(slot, f"worked on past a CANCEL for {self.config.cancel_grace_s:g} s",
+                             now)
 
     def _route_tick(self, now: float) -> None:
         for slot in self.router.tick(now):

@@ -15,7 +15,7 @@ from click.core import ParameterSource
 from rich.console import Console
 
 from client.chat import Messages, chat
-from client.client import CONNECT_TIMEOUT_S, SwarmClient
+from client.client import CONNECT_TIMEOUT_S, RETRIES, SwarmClient
 from client.local import local_swarm_thread
 from client.render import (Progress, Streamer, json_result, peer_lines, peers_table, plain,
                            summary)
@@ -114,6 +114,9 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
               help="Give up on the job after this long.")
 @click.option("--connect-timeout-s", type=seconds(hi=3600.0), default=CONNECT_TIMEOUT_S,
               show_default=True, help="Give up reaching the broker after this long.")
+@click.option("--retries", type=click.IntRange(0, 100), default=RETRIES, show_default=True,
+              help="Send a request again this many times when the broker is lost or does not "
+                   "answer (0: never); an error the broker sends is not retried.")
 @click.option("--raw", is_flag=True, help="Send the text as a raw completion prompt (no chat).")
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -132,8 +135,9 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @version_option("swarm-ask")
 @click.pass_context
 def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens, temperature,
-         top_p, spread, greedy, quorum, seed, timeout_s, connect_timeout_s, raw, stop, as_json,
-         peers, local, model_path, instances, secure, key_dir, broker_key, keygen, verbose):
+         top_p, spread, greedy, quorum, seed, timeout_s, connect_timeout_s, retries, raw, stop,
+         as_json, peers, local, model_path, instances, secure, key_dir, broker_key, keygen,
+         verbose):
     """Ask the swarm QUESTION (the words are joined; none: stdin, or a chat on a terminal)."""
     if keygen:
         if question:
@@ -156,7 +160,8 @@ def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens
         broker, fallback = _find_broker(swarm, no_mdns, curve.server if curve else None)
     try:
         with _endpoint(broker, local, model_path, instances, timeout_s) as endpoint:
-            client = SwarmClient(endpoint, connect_timeout_s=connect_timeout_s, curve=curve)
+            client = SwarmClient(endpoint, connect_timeout_s=connect_timeout_s, curve=curve,
+                                 retries=retries, on_retry=_retrying)
             session = Session(client, template, raw, as_json, text is None, verbose > 0)
             if peers:
                 asyncio.run(_peers(client, as_json, timeout_s))
@@ -196,6 +201,11 @@ def _find_broker(swarm: str, no_mdns: bool, pin: str | None) -> tuple[str, str |
     which = f"swarm '{swarm}' with the pinned key" if pin else f"swarm '{swarm}'"
     return F.DEFAULT_BROKER_CONNECT, (f"no broker of {which} answered on mDNS within "
                                       f"{MDNS_LOOK_S:g} s, so {F.DEFAULT_BROKER_CONNECT} was tried")
+
+
+def _retrying(note: str) -> None:
+    """A retry is said on stderr, in pipes too: the person or script waits longer for it."""
+    click.echo(f"swarm-ask: {note}", err=True)
 
 
 def _say(line: str) -> None:

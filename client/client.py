@@ -1,4 +1,10 @@
-"""Client library: an MDP/0.2 client over DEALER, one request in flight per socket."""
+"""Client library: an MDP/0.2 client over DEALER, one request in flight per socket.
+
+A request whose broker was lost, or never answered, is sent again on a fresh socket a
+bounded number of times (the lazy pirate of the zguide); an error the broker sent in a
+FINAL is an answer, never retried. On a retry the request waits until the broker offers
+its service again (MMI), since a restarted broker's workers come back on their own.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from client.link import REFUSED_EVENTS, RETRIES, Link, Retries
 from common import frames as F
 from common.bodies import GenerateRequest
 from common.codec import pack, unpack_body
@@ -26,75 +32,26 @@ log = logging.getLogger(__name__)
 OnEvent = Callable[[dict[str, Any]], None]
 REPLY_GRACE_S = 5.0  # how much past a job's deadline we wait for the broker's FINAL
 CONNECT_TIMEOUT_S = 5.0  # how long to try reaching the broker before giving up
-LOST_GRACE_S = 1.0  # after a drop, how long replies already on their way may still come in
 CANCEL_WAIT_S = 0.5  # on Ctrl-C, how long we wait for the broker to confirm swarm.cancel
 CANCEL_LINGER_MS = 200
-# a handshake that fails says why: CURVE refused our key, another mechanism, or a wrong key
-_REFUSALS = {
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused this client's key (is it in the broker's "
-                                     "allowed keys?)",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "failed the handshake: it speaks another protocol or "
-                                         "security mechanism (does one side run --secure, "
-                                         "and the other not?)",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "failed the secure handshake (is it the broker whose "
-                                          "key is pinned?)",
-}
-_WATCHED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-            | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-
-
-@dataclass(slots=True)
-class Link:
-    """Where a request's one connection stands: pure logic fed with monitor events and `now`."""
-
-    broker: str
-    start: float
-    connect_s: float  # give up reaching the broker after this
-    reply_s: float    # give up on the FINAL after this, once connected
-    connected: bool = False
-    lost_at: float | None = None
-    back: bool = False  # the handshake succeeded again after a drop
-    refused: str | None = None  # why the broker's handshake failed, before any succeeded
-
-    def on_event(self, event: int, now: float) -> None:
-        if event in _REFUSALS and not self.connected:
-            self.refused = _REFUSALS[event]
-        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self.back = self.lost_at is not None
-            self.connected = True
-        elif event == zmq.EVENT_DISCONNECTED and self.connected and self.lost_at is None:
-            self.lost_at = now
-            log.info("lost the connection to the broker at %s", self.broker)
-
-    def deadline(self) -> float:
-        if self.refused is not None:
-            return self.start  # it will not get better by waiting
-        if self.back:
-            return self.lost_at  # the new broker session does not know our request: give up now
-        if self.lost_at is not None:
-            return self.lost_at + LOST_GRACE_S
-        return self.start + (self.reply_s if self.connected else self.connect_s)
-
-    def failure(self) -> str:
-        if self.refused is not None:
-            return f"the broker at {self.broker} {self.refused}"
-        if self.lost_at is not None:
-            again = " (it came back, but without the request)" if self.back else ""
-            return f"lost the broker at {self.broker} mid-request{again}"
-        if not self.connected:
-            return (f"the broker at {self.broker} could not be reached within {self.connect_s:g} s "
-                    "(the connect timeout; is swarm-broker running there?)")
-        return f"the broker at {self.broker} sent no final answer within {self.reply_s:g} s"
+REJOIN_POLL_S = 0.2  # on a retry, how often we ask whether the service is back (doubling)
+REJOIN_POLL_MAX_S = 2.0
+_OWN_SERVICES = (F.SERVICE_STATUS, F.SERVICE_CANCEL)  # the broker's own: always there
+_WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | REFUSED_EVENTS
 
 
 class SwarmClient:
     def __init__(self, broker: str = F.DEFAULT_BROKER_CONNECT,
                  ctx: zmq.asyncio.Context | None = None,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S, curve: ClientKeys | None = None):
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S, retries: int = RETRIES,
+                 on_retry: Callable[[str], None] | None = None, curve: ClientKeys | None = None):
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
         self.broker = broker
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.connect_timeout_s = connect_timeout_s
+        self.retries = retries
+        self.on_retry = on_retry  # told each retry, in a sentence (swarm-ask: on stderr)
         self.curve = curve  # --secure: CURVE to the pinned broker
 
     async def request(self, service: bytes, body: tuple[bytes, ...], timeout_s: float,
@@ -104,14 +61,35 @@ class SwarmClient:
 
         A broker we cannot reach fails the request after the connect timeout; one we reached
         gets timeout_s + grace_s for its FINAL (a job's FINAL comes at its deadline, by
-        design); a broker lost mid-request fails it soon after. Cancelling the calling task
+        design); a broker lost mid-request, or silent past that, gets the request again on a
+        fresh socket, up to `retries` times (see Retries). Cancelling the calling task
         (Ctrl-C) asks the broker to drop the request (swarm.cancel) before the socket closes.
         """
-        link = Link(self.broker, time.monotonic(), min(self.connect_timeout_s, timeout_s),
-                    timeout_s + grace_s)
+        retries = Retries(self.retries)
+        while True:
+            link = Link(self.broker, time.monotonic(), min(self.connect_timeout_s, timeout_s),
+                        timeout_s + grace_s)
+            final = await self._attempt(service, body, link, on_partial, rejoin=retries.used > 0)
+            if final is not None:
+                return final
+            pause = retries.pause_after(link)
+            if pause is None:
+                raise RequestFailed(retries.gave_up(link))
+            note = retries.note(link)
+            log.log(logging.INFO if self.on_retry else logging.WARNING, "%s", note)
+            if self.on_retry is not None:
+                self.on_retry(note)
+            await asyncio.sleep(pause)
+
+    async def _attempt(self, service: bytes, body: tuple[bytes, ...], link: Link,
+                       on_partial: Callable[[tuple[bytes, ...]], None] | None,
+                       rejoin: bool) -> tuple[bytes, ...] | None:
+        """One try on a fresh socket: the FINAL body, or None when the link failed."""
         with self._dealer() as (sock, monitor):
-            await sock.send_multipart(ClientRequest(service, body).to_frames())
             try:
+                if rejoin and not await _rejoin(sock, monitor, service, link):
+                    return None
+                await sock.send_multipart(ClientRequest(service, body).to_frames())
                 return await _exchange(sock, monitor, service, link, on_partial)
             except asyncio.CancelledError:
                 if link.lost_at is None:  # connected, or about to be: the request may be queued
@@ -169,9 +147,31 @@ class SwarmClient:
         return body[:1] == (b"200",)
 
 
+async def _rejoin(sock, monitor, service: bytes, link: Link) -> bool:
+    """Before a retry's request: wait until the broker offers `service` (its workers come
+    back within their liveness and back-off after a broker restart), asking MMI with a
+    doubling pause, for at most the request's own time; then the request goes anyway, and
+    a broker still without the service answers it itself. False if the link failed. The
+    request's time starts over once it is sent."""
+    if service in _OWN_SERVICES or service.startswith(F.MMI_PREFIX):
+        return True
+    pause, until = REJOIN_POLL_S, link.start + link.reply_s
+    while True:
+        await sock.send_multipart(ClientRequest(F.MMI_SERVICE, (service,)).to_frames())
+        found = await _exchange(sock, monitor, F.MMI_SERVICE, link, None)
+        if found is None:
+            return False
+        if found[:1] == (b"200",) or time.monotonic() + pause >= until:
+            link.start = time.monotonic()
+            return True
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, REJOIN_POLL_MAX_S)
+
+
 async def _exchange(sock, monitor, service: bytes, link: Link,
-                    on_partial: Callable[[tuple[bytes, ...]], None] | None) -> tuple[bytes, ...]:
-    """Read replies and monitor events until the FINAL, or fail as the Link says."""
+                    on_partial: Callable[[tuple[bytes, ...]], None] | None
+                    ) -> tuple[bytes, ...] | None:
+    """Read replies and monitor events until the FINAL; None when the Link gives up."""
     poller = zmq.asyncio.Poller()
     poller.register(sock, zmq.POLLIN)
     poller.register(monitor, zmq.POLLIN)
@@ -189,7 +189,7 @@ async def _exchange(sock, monitor, service: bytes, link: Link,
                 if on_partial is not None:
                     on_partial(reply.body)
         elif time.monotonic() >= link.deadline():
-            raise RequestFailed(link.failure())
+            return None
 
 
 async def _cancel(sock: zmq.asyncio.Socket) -> None:

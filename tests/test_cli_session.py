@@ -47,14 +47,15 @@ def test_unreachable_broker_gives_up_after_the_connect_timeout():
 
 
 def test_broker_killed_mid_job_is_reported_at_once(procs):
-    # Given a broker whose only worker takes the job and holds it
+    # Given a broker whose only worker takes the job and holds it (retries off: see
+    # tests/test_faults_procs.py for the retries)
     port = free_port()
     broker = procs.broker(port, "--liveness", "25")  # a loaded machine may delay a beat
     worker = HoldingWorker(f"tcp://127.0.0.1:{port}", "holder", float(FAST_HB))
     try:
         wait_for_peers(port, {"holder"})
         proc = start_ask("--broker", f"tcp://127.0.0.1:{port}", "--timeout-s", "600",
-                         "-k", "1", "Tell me a long story.")
+                         "--retries", "0", "-k", "1", "Tell me a long story.")
         read_until(proc.stderr, "dispatched")
         # When the broker dies mid-job
         broker.send_signal(signal.SIGKILL)

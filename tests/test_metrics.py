@@ -11,7 +11,7 @@ from broker.metrics import TTFT_BUCKETS_S, Histogram, JobMetrics, MetricsBook, P
 pytestmark = pytest.mark.timeout(10)
 
 KEYS = {"requests", "successes", "failures", "timeouts", "cancelled", "request_errors",
-        "heartbeat_misses", "wins", "latency_mean_s", "latency_p95_s", "ttft_mean_s",
+        "heartbeat_misses", "cancel_ignored", "wins", "latency_mean_s", "latency_p95_s", "ttft_mean_s",
         "tokens_per_s", "reliability", "last_error", "last_error_at"}
 
 
@@ -19,7 +19,7 @@ def test_a_new_peer_has_zero_counters_no_statistics_and_full_trust():
     m = PeerMetrics().to_map()
     assert set(m) == KEYS
     assert (m["requests"], m["successes"], m["failures"], m["timeouts"], m["wins"],
-            m["request_errors"], m["heartbeat_misses"]) == (0,) * 7
+            m["request_errors"], m["heartbeat_misses"], m["cancel_ignored"]) == (0,) * 8
     assert m["latency_mean_s"] is m["latency_p95_s"] is m["ttft_mean_s"] is m["tokens_per_s"] is None
     assert m["reliability"] == 1.0 and m["last_error"] is None and m["last_error_at"] is None
 

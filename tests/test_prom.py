@@ -147,6 +147,7 @@ def test_metrics_count_what_each_peer_and_job_did(ctx):
     assert value(m, "swarm_peer_timeouts_total", peer="bad") == 0
     assert value(m, "swarm_heartbeat_misses_total", peer="mute") == 1
     assert value(m, "swarm_heartbeat_misses_total", peer="holder") == 0
+    assert value(m, "swarm_cancels_ignored_total", peer="holder") == 0  # within its grace
     assert value(m, "swarm_tokens_total", peer=ODD) == 7
     assert value(m, "swarm_votes_won_total", peer=ODD) == 1
     assert value(m, "swarm_votes_won_total", peer="bad") == 0

@@ -63,6 +63,11 @@ class _Work:
     client: bytes
     task: Task | None
     cancelled: threading.Event
+    abandoned: bool = False  # its connection is over: its next piece ends it (see _generate)
+
+
+class _Abandoned(Exception):
+    """Raised into the backend by `emit` once the request's connection is over."""
 
 
 class _Link:
@@ -183,6 +188,7 @@ class WorkerSession:
     def _abandon(self, link: "_Link") -> None:
         """The connection is over: stop its request; nothing of it goes to the next one."""
         if link.work is not None:
+            link.work.abandoned = True
             link.work.cancelled.set()
         if link.dropped:
             log.info("slot %d: %d PARTIAL(s) the broker did not take", self.profile.slot, link.dropped)
@@ -295,6 +301,8 @@ class WorkerSession:
 
         def emit(text: str) -> None:
             nonlocal seq
+            if work.abandoned:  # a backend that does not check `cancelled` must not keep
+                raise _Abandoned  # the slot's only thread from the next connection's requests
             put((work, Chunk(task.job, task.cand, seq, text), False))
             seq += 1
 
@@ -303,6 +311,10 @@ class WorkerSession:
         else:
             try:
                 outcome = self.backend.generate(task, emit, work.cancelled)
+            except _Abandoned:
+                log.info("slot %d: job %s stopped: its connection is over", self.profile.slot,
+                         task.job)
+                return
             except Exception as e:  # the model failed on this input: say so, keep serving
                 log.warning("slot %d: generation failed: %s", self.profile.slot, e)
                 log.debug("slot %d: generation failure in detail", self.profile.slot, exc_info=True)

@@ -1,0 +1,120 @@
+"""The cancel grace, driven purely: a slot told to stop that is still on its candidate when
+the grace runs out is handed back for DISCONNECT and counted; one that stopped is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.generate import GenerateService
+from broker.metrics import MetricsBook
+from broker.outbox import Outbox
+from broker.policy import TimeoutPolicy
+from broker.registry import Registry
+from common.bodies import GenerateRequest, Outcome, Task
+from common.codec import pack, unpack
+from common.messages import Cancel, WorkerReply, WorkerRequest, decode
+from common.profile import WorkerProfile
+
+pytestmark = pytest.mark.timeout(10)
+
+CLIENT = b"client-1"
+GRACE_S = 2.0
+
+
+class Swarm:
+    def __init__(self, peer_timeout_s: float = 60.0):
+        self.registry = Registry(interval_s=1.0, liveness=3)
+        self.metrics = MetricsBook()
+        self.outbox = Outbox()
+        self.service = GenerateService(self.registry, self.metrics, self.outbox,
+                                       TimeoutPolicy(peer_timeout_s), cancel_grace_s=GRACE_S)
+
+    def add(self, identity: bytes, cancel: bool = True) -> None:
+        name = identity.decode()
+        profile = WorkerProfile(name=name, node_id=name, seed_variation=True, cancel=cancel)
+        self.registry.add(identity, b"generate", profile, False, 0.0)
+
+    def submit(self, now: float, **body) -> None:
+        request = GenerateRequest.from_map({"prompt": "2+2=", "candidates": 1, **body})
+        self.service.submit(CLIENT, False, request, now)
+
+    def final(self, identity: bytes, now: float) -> None:
+        slot = self.registry.get(identity)
+        job, cand = slot.job
+        body = Outcome(job, cand, "4", "cancelled", {"completion_tokens": 1}).to_map()
+        self.service.on_reply(slot, WorkerReply(CLIENT, (pack(body),), True), now)
+
+    def sent(self) -> list[tuple[bytes, object]]:
+        out = []
+        for frames, _ in self.outbox.drain():
+            _, msg = decode(frames[1:])
+            if isinstance(msg, WorkerRequest):
+                msg = Task.from_map(unpack(msg.body[0]))
+            out.append((frames[0], msg))
+        return out
+
+
+def cancels(sent) -> list[bytes]:
+    return [ident for ident, msg in sent if isinstance(msg, Cancel)]
+
+
+def test_a_slot_that_goes_on_past_the_grace_is_handed_back_and_counted():
+    # Given a job whose one candidate runs on a slot that hears CANCEL
+    s = Swarm()
+    s.add(b"rude")
+    s.submit(0.0)
+    # When the client cancels the job at t=1
+    assert s.service.cancel_client(CLIENT, 1.0) == 1
+    assert cancels(s.sent()) == [b"rude"]
+    # Then the slot stays busy through the grace, and is handed back when it runs out
+    assert s.service.tick(1.0 + GRACE_S - 0.01) == []
+    overdue = s.service.tick(1.0 + GRACE_S)
+    assert [slot.identity for slot in overdue] == [b"rude"]
+    assert s.metrics.peer("rude").cancel_ignored == 1
+    assert s.service.tick(100.0) == []  # once only
+
+
+def test_a_slot_that_sends_its_final_within_the_grace_is_left_alone():
+    s = Swarm()
+    s.add(b"polite")
+    s.submit(0.0)
+    s.service.cancel_client(CLIENT, 1.0)
+    s.final(b"polite", 1.5)
+    assert s.registry.get(b"polite").idle
+    assert s.service.tick(1.0 + GRACE_S) == []
+    assert s.metrics.peer("polite").cancel_ignored == 0
+
+
+def test_a_slot_that_stopped_and_took_new_work_is_not_blamed_for_the_old_cancel():
+    # Given a slot told to stop, which stops and takes the next job at once
+    s = Swarm()
+    s.add(b"busy")
+    s.submit(0.0)
+    s.service.cancel_client(CLIENT, 1.0)
+    s.final(b"busy", 1.2)
+    s.submit(1.3)
+    assert not s.registry.get(b"busy").idle
+    # When the first CANCEL's grace runs out, the slot works on the new job: no DISCONNECT
+    assert s.service.tick(1.0 + GRACE_S) == []
+    assert s.metrics.peer("busy").cancel_ignored == 0
+
+
+def test_a_peer_timeout_cancels_and_arms_the_grace_too():
+    # Given a slot whose candidate times out (the peer's own timeout, 5 s)
+    s = Swarm(peer_timeout_s=5.0)
+    s.add(b"slow")
+    s.submit(0.0, timeout_s=600)
+    s.sent()
+    assert s.service.tick(5.0) == []
+    assert cancels(s.sent()) == [b"slow"]
+    # Then it is handed back one grace later if it is still on that candidate
+    assert [slot.peer for slot in s.service.tick(5.0 + GRACE_S)] == ["slow"]
+
+
+def test_a_slot_that_cannot_hear_cancel_gets_no_cancel_and_no_grace():
+    s = Swarm()
+    s.add(b"strict", cancel=False)
+    s.submit(0.0)
+    s.service.cancel_client(CLIENT, 1.0)
+    assert cancels(s.sent()) == []
+    assert s.service.tick(1.0 + GRACE_S) == []
