@@ -43,7 +43,7 @@ _WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | REFUSED_EVEN
 class SwarmClient:
     def __init__(self, broker: str = F.DEFAULT_BROKER_CONNECT,
                  ctx: zmq.asyncio.Context | None = None,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S, retries: int = RETRIES,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S, *, retries: int = RETRIES,
                  on_retry: Callable[[str], None] | None = None, curve: ClientKeys | None = None):
         if retries < 0:
             raise ValueError("retries must be 0 or more")

@@ -158,7 +158,7 @@ def test_a_secure_broker_serves_allowed_keys_and_refuses_everyone_else(ctx, tmp_
                 # Then the worker registers and the client's question is answered
                 await until(lambda: len(broker.registry) == 1, 20.0, "the allowed worker's READY")
                 asker = SwarmClient(broker.endpoint, ctx, 10.0,
-                                    ClientKeys(client, broker_pair.public))
+                                    curve=ClientKeys(client, broker_pair.public))
                 assert (await asker.generate(question(), 20.0))["winner"]["text"] == "done"
                 senders = spy_on_senders(broker)
                 # When a worker with an unknown key, a plain one, and one pinning another
@@ -172,7 +172,7 @@ def test_a_secure_broker_serves_allowed_keys_and_refuses_everyone_else(ctx, tmp_
                                    ("plain", None),
                                    ("wrong pin", ClientKeys(client, impostor.public))):
                     with pytest.raises(RequestFailed) as refused:
-                        await SwarmClient(broker.endpoint, ctx, 10.0, keys).status(10.0)
+                        await SwarmClient(broker.endpoint, ctx, 10.0, curve=keys).status(10.0)
                     refusals[name] = str(refused.value)
                 await until(lambda: broker.stats[REFUSED] >= 2, 20.0, "the refusals")
                 await asyncio.sleep(1.0)  # several reconnects of each refused worker
