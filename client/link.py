@@ -24,8 +24,10 @@ _REFUSALS = {
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "failed the handshake: it speaks another protocol or "
                                          "security mechanism (does one side run --secure, "
                                          "and the other not?)",
+    # libzmq reports a plain client at a secure broker either way: both name --secure
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "failed the secure handshake (is it the broker whose "
-                                          "key is pinned?)",
+                                          "key is pinned? does one side run --secure, and "
+                                          "the other not?)",
 }
 REFUSED_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                   | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
