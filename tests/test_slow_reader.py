@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import free_port, run, wait_for_peers
-from tests.load_util import (MB, broker_stats_until, generate, non_reader, rss_mb,
+from tests.load_util import (broker_stats_until, generate, non_reader, rss_mb,
                              status_request, synthetic)
 from tests.wire import body_of, client_final, dealer
 
