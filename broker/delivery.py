@@ -6,21 +6,29 @@ that (GONE). A peer that is FULL gets a backlog that keeps the order of its mess
 is retried on every pass; while it is backed up, droppable messages (progress events,
 heartbeats) join the backlog only within a byte budget and are shed beyond it, counted.
 A message that is not droppable (a FINAL) waits in the backlog until it is sent or its
-peer is gone, up to `max_kept` of them: a peer that left that many unread (no client has
-that many jobs; a stranger that floods requests and never reads does) is cut off as if gone,
-counted (`overflowed`), so no peer can grow the broker without bound.
+peer is gone, within a hard limit: a peer that lets more than that pile up (a stranger
+that asks and never reads) is cut off, which is reported like a gone peer: its backlog
+is dropped and counted, and its jobs end. All peers' backlogs together have a limit too;
+past it the largest backlog is cut off. Every budget counts what a queued message costs
+the broker (its frames and the objects around them), so it bounds the broker's memory.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 from collections import deque
 from collections.abc import Callable
 
 from broker.outbox import Envelope, Frames
 
-DEFAULT_BACKLOG_BYTES = 32 * 1024 * 1024  # per peer, for droppable messages
-DEFAULT_MAX_KEPT = 4096                   # per peer, ones never dropped; beyond it: cut off
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+DEFAULT_BACKLOG_BYTES = 32 * MiB   # per peer: droppable messages join a backlog below this
+DEFAULT_HARD_BYTES = 64 * MiB      # per peer, everything: past it the peer is cut off
+DEFAULT_TOTAL_BYTES = 256 * MiB    # all peers together: past it the largest is cut off
+ENVELOPE_COST = 512  # what a queued message costs beyond its frames (measured: ~440 bytes)
 
 
 class Sent(enum.Enum):
@@ -29,23 +37,27 @@ class Sent(enum.Enum):
     GONE = "gone"
 
 
+def cost(env: Envelope) -> int:
+    return ENVELOPE_COST + sum(len(f) for f in env.frames)
+
+
 class Delivery:
     def __init__(self, send: Callable[[Frames], Sent], backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
-                 max_kept: int = DEFAULT_MAX_KEPT):
+                 hard_bytes: int = DEFAULT_HARD_BYTES, total_bytes: int = DEFAULT_TOTAL_BYTES):
         self._send = send
-        self.backlog_bytes, self.max_kept = backlog_bytes, max_kept
+        self.backlog_bytes, self.hard_bytes, self.total_bytes = backlog_bytes, hard_bytes, total_bytes
         self._backlog: dict[bytes, deque[Envelope]] = {}
         self._bytes: dict[bytes, int] = {}
-        self._kept: dict[bytes, int] = {}  # messages in a backlog that are not droppable
-        self.stats = {"sent": 0, "shed": 0, "backlogged": 0, "undeliverable": 0,
-                      "overflowed": 0}
+        self.queued_bytes = 0  # all backlogs together
+        self.stats = {"sent": 0, "shed": 0, "backlogged": 0, "undeliverable": 0, "cut_off": 0}
 
     @property
     def pending(self) -> int:
         return sum(len(q) for q in self._backlog.values())
 
     def push(self, env: Envelope) -> bytes | None:
-        """Send now or keep in order for later; returns the peer's identity if it is gone."""
+        """Send now or keep in order for later; returns the identity of a peer found gone
+        or cut off."""
         identity = env.frames[0]
         queue = self._backlog.get(identity)
         if queue is None:
@@ -57,27 +69,35 @@ class Delivery:
                 self.stats["undeliverable"] += 1
                 return identity
             queue = self._backlog[identity] = deque()
-            self._bytes[identity] = self._kept[identity] = 0
+            self._bytes[identity] = 0
         return self._keep(identity, queue, env)
 
     def _keep(self, identity: bytes, queue: deque[Envelope], env: Envelope) -> bytes | None:
-        size = sum(len(f) for f in env.frames)
-        if env.droppable and self._bytes[identity] + size > self.backlog_bytes:
+        size = cost(env)
+        if env.droppable and (self._bytes[identity] + size > self.backlog_bytes or
+                              self.queued_bytes + size > self.total_bytes):
             self.stats["shed"] += 1
             return None
-        if not env.droppable and self._kept[identity] >= self.max_kept:
-            self.stats["overflowed"] += 1
-            self.stats["undeliverable"] += 1 + len(queue)
-            self._forget(identity)
-            return identity  # it does not read: as good as gone
+        if queue and self._bytes[identity] + size > self.hard_bytes:
+            self.stats["undeliverable"] += 1  # this one too: the peer starts over clean
+            return self._cut(identity)
         queue.append(env)
         self._bytes[identity] += size
-        self._kept[identity] += not env.droppable
+        self.queued_bytes += size
         self.stats["backlogged"] += 1
+        if self.queued_bytes > self.total_bytes:
+            return self._cut(max(self._bytes, key=self._bytes.__getitem__))
         return None
 
-    def _forget(self, identity: bytes) -> None:
-        del self._backlog[identity], self._bytes[identity], self._kept[identity]
+    def _cut(self, identity: bytes) -> bytes:
+        """Drop all that waits for this peer; the caller treats it as gone."""
+        queue = self._backlog.pop(identity)
+        self.queued_bytes -= self._bytes.pop(identity)
+        self.stats["undeliverable"] += len(queue)
+        self.stats["cut_off"] += 1
+        log.warning("peer %s read nothing while %d messages waited for it: cut off, "
+                    "its backlog dropped", identity.hex(), len(queue))
+        return identity
 
     def retry(self) -> list[bytes]:
         """Send what the backlogs can take now; returns the identities found gone."""
@@ -88,14 +108,16 @@ class Delivery:
                 if result is Sent.FULL:
                     break
                 env = queue.popleft()
-                self._bytes[identity] -= sum(len(f) for f in env.frames)
-                self._kept[identity] -= not env.droppable
+                self._bytes[identity] -= cost(env)
+                self.queued_bytes -= cost(env)
                 if result is Sent.GONE:
                     self.stats["undeliverable"] += 1 + len(queue)
+                    self.queued_bytes -= self._bytes[identity]
+                    self._bytes[identity] = 0
                     queue.clear()
                     gone.append(identity)
                 else:
                     self.stats["sent"] += 1
             if not queue:
-                self._forget(identity)
+                del self._backlog[identity], self._bytes[identity]
         return gone

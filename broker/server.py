@@ -4,7 +4,8 @@ The poll timeout is the housekeeping tick: every pass purges silent workers, sen
 heartbeats (to busy workers too) and checks job timeouts. Anything malformed is counted,
 logged and dropped; no message, and no step of housekeeping, can raise out of the loop.
 Sends never block: the ROUTER is ROUTER_MANDATORY and `Delivery` keeps what a slow peer
-cannot take yet, so a FINAL is never dropped and a vanished client is noticed.
+cannot take yet, so a FINAL is not dropped and a vanished client is noticed; a peer that
+lets more pile up than `Delivery` allows is cut off and treated as gone.
 """
 
 from __future__ import annotations
@@ -370,4 +371,4 @@ class Broker:
         return {**self.rejected.to_map(), "busy": gen["busy"] + self.router.stats["busy"],
                 "malformed_replies": gen["malformed_replies"],
                 "stale_replies": gen["stale_replies"], "shed": out["shed"],
-                "overflowed": out["overflowed"]}
+                "cut_off": out["cut_off"]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.delivery import Delivery, Sent
+from broker.delivery import ENVELOPE_COST, Delivery, Sent
 from broker.outbox import Envelope
 
 pytestmark = pytest.mark.timeout(10)
@@ -46,10 +46,10 @@ def test_a_full_peer_keeps_its_messages_in_order_and_gets_them_when_it_reads():
 
 def test_progress_beyond_the_budget_is_shed_but_a_final_always_waits():
     peer = Peer()
-    d = Delivery(peer.send, backlog_bytes=10)
+    d = Delivery(peer.send, backlog_bytes=2 * (ENVELOPE_COST + 5))
     peer.room[b"c"] = 0
     for i in range(5):
-        d.push(env(b"c", f"tok{i}", droppable=True))  # 5 bytes each
+        d.push(env(b"c", f"tok{i}", droppable=True))  # 5 bytes each, and the envelope
     d.push(env(b"c", "FINAL" * 100))
     assert d.stats["shed"] == 3 and d.pending == 3
     peer.room[b"c"] = 10
