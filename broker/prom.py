@@ -144,3 +144,8 @@ def _loop(broker: Broker) -> Iterator[Metric]:
     )
     for name, text, value in counters:
         yield CounterMetricFamily(name, text, value=value)
+    rejected = CounterMetricFamily("swarm_rejected", "Messages, jobs and peers refused, by reason "
+                                   "(swarm.status broker.rejected).", labels=["reason"])
+    for reason, count in sorted(broker.rejections().items()):
+        rejected.add_metric([reason], count)
+    yield rejected

@@ -363,12 +363,14 @@ class Broker:
         return {"version": __version__, "endpoint": self.endpoint, "swarm": self.config.swarm,
                 "uptime_s": round(now - self.started_at, 3),
                 "jobs_active": len(self.generate.jobs), **self.stats,
-                **self.generate.stats, **self.delivery.stats, "rejected": self._rejected()}
+                **self.generate.stats, **self.delivery.stats, "rejected": self.rejections()}
 
-    def _rejected(self) -> dict[str, int]:
-        """Every refusal by reason: at the door (here) and by the services and delivery."""
+    def rejections(self) -> dict[str, int]:
+        """Every refusal by reason: at the door (here, and keys the ZAP door refused) and
+        by the services and delivery."""
         gen, out = self.generate.stats, self.delivery.stats
+        keys = {"refused_keys": self.stats["refused_keys"]} if "refused_keys" in self.stats else {}
         return {**self.rejected.to_map(), "busy": gen["busy"] + self.router.stats["busy"],
                 "malformed_replies": gen["malformed_replies"],
                 "stale_replies": gen["stale_replies"], "shed": out["shed"],
-                "cut_off": out["cut_off"]}
+                "cut_off": out["cut_off"], **keys}

@@ -126,9 +126,9 @@ def test_metrics_count_what_each_peer_and_job_did(ctx):
         async with running_broker(ctx, heartbeat_s=BEAT_S, liveness=10,
                                   peer_timeouts={"slow": 0.5}) as broker:
             await six_jobs(ctx, broker)
-            return scrape(broker)
+            return scrape(broker), broker.rejections()
 
-    m = run(body(), timeout_s=50)
+    m, rejected = run(body(), timeout_s=50)
     assert [value(m, "swarm_jobs_total", outcome=o) for o in ("ok", "failed", "cancelled")] \
         == [1, 4, 1]
     assert value(m, "swarm_jobs_active") == 0
@@ -158,6 +158,9 @@ def test_metrics_count_what_each_peer_and_job_did(ctx):
     assert value(m, "swarm_peer_slots", peer="bad") == 0
     assert value(m, "swarm_broker_messages_total") > 0
     assert value(m, "swarm_broker_malformed_total") == 0
+    # every refusal by reason, as swarm.status counts them
+    assert {r: value(m, "swarm_rejected_total", reason=r) for r in rejected} == rejected
+    assert {"malformed_replies", "stale_replies", "busy", "shed", "cut_off"} <= set(rejected)
 
 
 def test_a_peer_name_with_quotes_and_newlines_is_escaped_in_its_label(ctx):
