@@ -45,12 +45,3 @@ def start_ask(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
-
-def read_until(stream, needle: str) -> str:
-    """Lines of a stream up to the one that holds needle (pytest-timeout bounds the wait)."""
-    seen = ""
-    while needle not in seen:
-        line = stream.readline()
-        assert line, f"stream ended before {needle!r}: {seen!r}"
-        seen += line
-    return seen

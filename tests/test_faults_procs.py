@@ -14,7 +14,8 @@ import pytest
 from client.client import SwarmClient
 from common.bodies import GenerateRequest, Sampling
 from tests.conftest import ask, free_port, run, wait_for_peers
-from tests.faults_util import peers, read_until, start_ask, synthetic, wait_for
+from tests.faults_util import peers, start_ask, synthetic, wait_for
+from tests.test_cli_session import read_until
 
 LIVENESS = "5"  # heartbeats (0.2 s each) a peer may miss: a loaded machine may delay a few
 
@@ -163,5 +164,5 @@ def test_swarm_ask_gives_up_after_its_retries_when_the_broker_stays_away(procs):
     assert proc.returncode == 1
     lines = err.strip().splitlines()
     assert "retrying (1/2)" in lines[-3] and "retrying (2/2)" in lines[-2]
-    assert f"could not be reached within 1 s" in lines[-1]
+    assert "could not be reached within 1 s" in lines[-1]
     assert lines[-1].endswith("(gave up after 2 retries)") and "Traceback" not in err

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker import scheduler
-from broker.generate import GenerateService
-from broker.policy import Limits, TimeoutPolicy
+from broker.policy import Limits
 from broker.metrics import MetricsBook
 from common.codec import pack
 from common.messages import Cancel, WorkerReply

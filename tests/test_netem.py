@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from tests.conftest import BIN, Procs
 from tests.linkem import Link
+from tests.netns_util import ip as _ip, require_namespaces
 
 pytestmark = pytest.mark.timeout(115)
 
@@ -53,8 +53,6 @@ def test_the_link_loses_about_its_share_and_repeats_with_its_seed():
 
 
 # -- two namespaces over the emulated wire ----------------------------------------------
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
 
 
 class Wire:
@@ -109,14 +107,7 @@ class Wire:
 
 @pytest.fixture
 def wire(tmp_path):
-    if os.name != "posix" or shutil.which("ip") is None:
-        pytest.skip("no `ip` command to make network namespaces with")
-    if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
-        pytest.skip("the link emulator needs root and /dev/net/tun")
-    probe = _ip("netns", "add", f"swl{os.getpid()}probe", check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"network namespaces cannot be made here: {probe.stderr.strip()}")
-    _ip("netns", "del", f"swl{os.getpid()}probe", check=False)
+    require_namespaces("swl", tun=True)
     w = Wire(tmp_path)
     try:
         w.build()

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BIN, FAST_HB, Procs
+from tests.netns_util import ip as _ip, require_namespaces
 from tests.test_discovery import poll_peers, swarm_name
 
 pytestmark = pytest.mark.model
@@ -24,9 +24,6 @@ pytestmark = pytest.mark.model
 HOSTS = ("broker", "one", "two", "client")
 SUBNET = "10.77.0"
 
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
 
 
 class Lan:
@@ -81,14 +78,7 @@ class Lan:
 
 @pytest.fixture
 def lan(tmp_path):
-    if os.name != "posix" or shutil.which("ip") is None:
-        pytest.skip("no `ip` command to make network namespaces with")
-    if os.geteuid() != 0:
-        pytest.skip("making network namespaces needs root")
-    probe = _ip("netns", "add", f"swt{os.getpid()}probe", check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"network namespaces cannot be made here: {probe.stderr.strip()}")
-    _ip("netns", "del", f"swt{os.getpid()}probe", check=False)
+    require_namespaces("swt")
     net = Lan(tmp_path)
     try:
         net.build()
