@@ -108,7 +108,7 @@ def procs(tmp_path):
     p.stop_all()
 
 
-def ask(*args: str, timeout_s: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess:
+def ask(*args: str, timeout_s: float = 180.0, input: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "swarm-ask"), *args], capture_output=True, text=True,
                           timeout=timeout_s, input=input)
 
