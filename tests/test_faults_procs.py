@@ -115,14 +115,19 @@ def test_a_worker_that_ignores_cancel_is_disconnected_after_the_grace_and_serves
     assert "winner" in r.stdout and '"peer": "rude"' in r.stdout
 
 
-@pytest.mark.timeout(110)
-def test_swarm_ask_retries_when_the_broker_is_killed_and_restarted(procs):
-    # Given a slow worker (16 pieces, 0.3 s each) and swarm-ask waiting on its answer
+def slow_swarm(procs):
+    """A broker and one slow synthetic worker ("slow": 16 pieces, 0.3 s each), live."""
     port = free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
     broker = procs.broker(port, "--liveness", LIVENESS)
     synthetic(procs, port, "slow", "--tokens", "16", "--token-delay-s", "0.3")
     wait_for_peers(port, {"slow"})
+    return port, f"tcp://127.0.0.1:{port}", broker
+
+
+@pytest.mark.timeout(110)
+def test_swarm_ask_retries_when_the_broker_is_killed_and_restarted(procs):
+    # Given a slow worker (16 pieces, 0.3 s each) and swarm-ask waiting on its answer
+    port, endpoint, broker = slow_swarm(procs)
     proc = start_ask("--broker", endpoint, "-k", "1", "-n", "16", "--timeout-s", "600",
                      "Hello?")
     try:
@@ -146,11 +151,7 @@ def test_swarm_ask_retries_when_the_broker_is_killed_and_restarted(procs):
 
 @pytest.mark.timeout(60)
 def test_swarm_ask_gives_up_after_its_retries_when_the_broker_stays_away(procs):
-    port = free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    broker = procs.broker(port, "--liveness", LIVENESS)
-    synthetic(procs, port, "slow", "--tokens", "16", "--token-delay-s", "0.3")
-    wait_for_peers(port, {"slow"})
+    port, endpoint, broker = slow_swarm(procs)
     proc = start_ask("--broker", endpoint, "-k", "1", "-n", "16", "--timeout-s", "600",
                      "--retries", "2", "--connect-timeout-s", "1", "Hello?")
     try:
