@@ -28,6 +28,8 @@ MiB = 1024 * 1024
 DEFAULT_BACKLOG_BYTES = 32 * MiB   # per peer: droppable messages join a backlog below this
 DEFAULT_HARD_BYTES = 64 * MiB      # per peer, everything: past it the peer is cut off
 DEFAULT_TOTAL_BYTES = 256 * MiB    # all peers together: past it the largest is cut off
+RETRY_MIN_S = 0.005  # a backed-up peer that takes something is tried again this soon
+RETRY_MAX_S = 0.05   # one that takes nothing is tried ever less often, down to this pace
 ENVELOPE_COST = 512  # what a queued message costs beyond its frames (measured: ~440 bytes)
 
 
@@ -49,6 +51,8 @@ class Delivery:
         self._backlog: dict[bytes, deque[Envelope]] = {}
         self._bytes: dict[bytes, int] = {}
         self.queued_bytes = 0  # all backlogs together
+        self._pause: dict[bytes, float] = {}  # per backed-up peer: the pause before its next try
+        self._due: dict[bytes, float] = {}    # and when that try is due
         self.stats = {"sent": 0, "shed": 0, "backlogged": 0, "undeliverable": 0, "cut_off": 0}
 
     @property
@@ -70,6 +74,7 @@ class Delivery:
                 return identity
             queue = self._backlog[identity] = deque()
             self._bytes[identity] = 0
+            self._pause[identity], self._due[identity] = RETRY_MIN_S, 0.0
         return self._keep(identity, queue, env)
 
     def _keep(self, identity: bytes, queue: deque[Envelope], env: Envelope) -> bytes | None:
@@ -93,31 +98,52 @@ class Delivery:
         """Drop all that waits for this peer; the caller treats it as gone."""
         queue = self._backlog.pop(identity)
         self.queued_bytes -= self._bytes.pop(identity)
+        del self._pause[identity], self._due[identity]
         self.stats["undeliverable"] += len(queue)
         self.stats["cut_off"] += 1
         log.warning("peer %s read nothing while %d messages waited for it: cut off, "
                     "its backlog dropped", identity.hex(), len(queue))
         return identity
 
-    def retry(self) -> list[bytes]:
-        """Send what the backlogs can take now; returns the identities found gone."""
+    def wait_s(self, now: float) -> float | None:
+        """How long until a backed-up peer is due another try; None without a backlog."""
+        return max(0.0, min(self._due.values()) - now) if self._due else None
+
+    def retry(self, now: float | None = None) -> list[bytes]:
+        """Send what the backlogs due a try can take now (all of them without `now`);
+        returns the identities found gone. A peer that took nothing is tried again after a
+        pause that doubles up to RETRY_MAX_S, so one that never reads costs the loop ever
+        less; one that took something is tried again soon."""
         gone = []
         for identity, queue in list(self._backlog.items()):
-            while queue:
-                result = self._send(queue[0].frames)
-                if result is Sent.FULL:
-                    break
-                env = queue.popleft()
-                self._bytes[identity] -= cost(env)
-                self.queued_bytes -= cost(env)
-                if result is Sent.GONE:
-                    self.stats["undeliverable"] += 1 + len(queue)
-                    self.queued_bytes -= self._bytes[identity]
-                    self._bytes[identity] = 0
-                    queue.clear()
-                    gone.append(identity)
-                else:
-                    self.stats["sent"] += 1
+            if now is not None and self._due[identity] > now:
+                continue
+            took = self._drain(identity, queue, gone)
             if not queue:
                 del self._backlog[identity], self._bytes[identity]
+                del self._pause[identity], self._due[identity]
+            elif now is not None:
+                pause = RETRY_MIN_S if took else min(RETRY_MAX_S, self._pause[identity] * 2)
+                self._pause[identity], self._due[identity] = pause, now + pause
         return gone
+
+    def _drain(self, identity: bytes, queue: deque[Envelope], gone: list[bytes]) -> bool:
+        """Send from the head of one backlog until the peer is full; True if it took any."""
+        took = False
+        while queue:
+            result = self._send(queue[0].frames)
+            if result is Sent.FULL:
+                break
+            env = queue.popleft()
+            self._bytes[identity] -= cost(env)
+            self.queued_bytes -= cost(env)
+            if result is Sent.GONE:
+                self.stats["undeliverable"] += 1 + len(queue)
+                self.queued_bytes -= self._bytes[identity]
+                self._bytes[identity] = 0
+                queue.clear()
+                gone.append(identity)
+            else:
+                self.stats["sent"] += 1
+                took = True
+        return took

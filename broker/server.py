@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000   # messages handled per pass before housekeeping gets a turn
 TICK_MAX_S = 0.25  # the longest the loop sleeps
-BUSY_TICK_S = 0.005  # while a backlog waits or a vote is counted elsewhere
+BUSY_TICK_S = 0.005  # while a vote is counted elsewhere (a backlog says when it is due)
 
 
 @dataclass(slots=True)
@@ -125,9 +125,11 @@ class Broker:
                 self._zap.stop()
 
     def _tick_s(self) -> float:
-        if self.delivery.pending or self.generate.busy:
+        if self.generate.busy:
             return BUSY_TICK_S
-        return min(TICK_MAX_S, self.config.heartbeat_s, self.registry.shortest_interval_s())
+        tick = min(TICK_MAX_S, self.config.heartbeat_s, self.registry.shortest_interval_s())
+        wait = self.delivery.wait_s(time.monotonic())  # a backed-up peer's next try
+        return tick if wait is None else min(tick, wait)
 
     async def _drain(self) -> None:
         for _ in range(MAX_BATCH):
@@ -150,7 +152,7 @@ class Broker:
         return Sent.OK
 
     def _flush(self, now: float) -> None:
-        gone = self.delivery.retry()
+        gone = self.delivery.retry(now)
         for _ in range(4):  # a gone client's jobs end, which queues a few more messages
             gone += [i for env in self.outbox.drain() if (i := self.delivery.push(env))]
             for identity in dict.fromkeys(gone):

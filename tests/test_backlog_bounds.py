@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.delivery import ENVELOPE_COST, Delivery
+from broker.delivery import ENVELOPE_COST, RETRY_MAX_S, Delivery, Sent
 from broker.outbox import Envelope
 from tests.test_delivery import Peer
 
@@ -89,3 +89,34 @@ def test_a_cut_off_peer_that_reads_again_gets_what_came_after():
     peer.room[b"c"] = 100
     d.retry()
     assert peer.got[-1] == [b"c", b"after"] and d.pending == 0
+
+
+def test_a_peer_that_takes_nothing_is_tried_ever_less_often_and_one_that_reads_soon_again():
+    # Given a peer whose pipe is full, with a backlog
+    tries: list[bytes] = []
+    full = {b"mute", b"slow"}
+
+    def send(frames):
+        tries.append(frames[0])
+        return Sent.FULL if frames[0] in full else Sent.OK
+
+    d = Delivery(send)
+    for peer in (b"mute", b"slow"):
+        d.push(Envelope([peer, b"final"]))
+    # When the loop passes every millisecond for a second, and "slow" reads after 0.1 s
+    for ms in range(1000):
+        if ms == 100:
+            full.discard(b"slow")
+        d.retry(ms / 1000)
+    # Then the mute peer was tried a few dozen times, not a thousand
+    assert 10 < tries.count(b"mute") < 40
+    # And the slow one got its message once it read, and has no backlog left
+    assert d.stats["sent"] == 1 and d.pending == 1
+    # And the loop is told when the next try is due: at most the longest pause away
+    assert 0 <= d.wait_s(1.0) <= RETRY_MAX_S
+
+
+def test_without_a_backlog_nothing_is_due():
+    d = Delivery(lambda frames: Sent.OK)
+    d.push(Envelope([b"p", b"x"]))
+    assert d.wait_s(0.0) is None and d.retry(0.0) == []
