@@ -3,7 +3,8 @@
 The ROUTER runs with ROUTER_MANDATORY, so a send to a peer whose queue is full says so
 (FULL) instead of dropping the message silently, and a send to a peer that has gone says
 that (GONE). A peer that is FULL gets a backlog that keeps the order of its messages and
-is retried on every pass; while it is backed up, droppable messages (progress events,
+is retried soon while it takes something and ever less often (to RETRY_MAX_S) while it
+takes nothing; while it is backed up, droppable messages (progress events,
 heartbeats) join the backlog only within a byte budget and are shed beyond it, counted.
 A message that is not droppable (a FINAL) waits in the backlog until it is sent or its
 peer is gone, within a hard limit: a peer that lets more than that pile up (a stranger
