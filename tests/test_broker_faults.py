@@ -18,7 +18,8 @@ from common.bodies import Task
 from common.codec import pack, unpack
 from common.messages import Cancel, ClientRequest, Disconnect, Heartbeat, WorkerRequest
 from tests.conftest import run
-from tests.wire import FakeWorker, ask_once, body_of, client_final, dealer, running_broker, status
+from tests.wire import (FakeWorker, ask_once, body_of, client_final, dealer, registered,
+                        running_broker, status)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,7 +45,7 @@ def test_null_or_string_usage_fails_only_that_candidate(ctx):
         async with running_broker(ctx) as broker:
             w1 = FakeWorker(ctx, broker.endpoint, "w1")
             await w1.ready()
-            await asyncio.sleep(0.1)
+            await registered(broker)
             client = dealer(ctx, broker.endpoint)
             one = {"prompt": "2+2=", "candidates": 1, "stream": "winner"}
             await client.send_multipart(ask(one))
@@ -54,7 +55,7 @@ def test_null_or_string_usage_fails_only_that_candidate(ctx):
 
             w2 = FakeWorker(ctx, broker.endpoint, "w2")  # never used, so it is picked first
             await w2.ready()
-            await asyncio.sleep(0.1)
+            await registered(broker, 2)
             await client.send_multipart(ask(one))
             await answer(w2, text="4", usage={"prompt_tokens": "3"})
             await answer(w1, text="four")  # the re-dispatch
@@ -107,6 +108,7 @@ def test_a_client_that_reads_late_still_gets_every_partial_and_the_final(ctx):
         async with running_broker(ctx) as broker:
             worker = FakeWorker(ctx, broker.endpoint, "echo", service=b"echo")
             await worker.ready()
+            await registered(broker)
             client = ctx.socket(zmq.DEALER)
             client.setsockopt(zmq.LINGER, 0)
             client.setsockopt(zmq.RCVHWM, 10)
@@ -133,7 +135,7 @@ def test_a_client_that_cancels_stops_its_candidates_and_nothing_more_is_dispatch
             w1, w2 = FakeWorker(ctx, broker.endpoint, "w1"), FakeWorker(ctx, broker.endpoint, "w2")
             for w in (w1, w2):
                 await w.ready()
-            await asyncio.sleep(0.1)
+            await registered(broker, 2)
             client = dealer(ctx, broker.endpoint)
             await client.send_multipart(ask({"prompt": "x", "candidates": 4}))
             reqs = [await w1.next(), await w2.next()]
@@ -159,7 +161,7 @@ def test_a_client_that_vanishes_has_its_candidates_cancelled(ctx):
         async with running_broker(ctx) as broker:
             worker = FakeWorker(ctx, broker.endpoint, "w1")
             await worker.ready()
-            await asyncio.sleep(0.1)
+            await registered(broker)
             client = dealer(ctx, broker.endpoint)
             await client.send_multipart(ask({"prompt": "x", "candidates": 1}))
             req = await worker.next()
@@ -178,7 +180,7 @@ def test_a_reply_of_thirteen_frames_is_relayed_and_frees_the_slot(ctx):
         async with running_broker(ctx) as broker:
             worker = FakeWorker(ctx, broker.endpoint, "strict", service=b"echo")
             await worker.ready()
-            await asyncio.sleep(0.05)
+            await registered(broker)
             for _ in range(2):  # the second request proves the slot came back
                 client = dealer(ctx, broker.endpoint)
                 await client.send_multipart(ClientRequest(b"echo", (b"q",)).to_frames())
@@ -197,7 +199,7 @@ def test_a_confused_busy_worker_is_disconnected_and_its_client_told(ctx):
         async with running_broker(ctx) as broker:
             worker = FakeWorker(ctx, broker.endpoint, "odd", service=b"echo")
             await worker.ready()
-            await asyncio.sleep(0.05)
+            await registered(broker)
             client = dealer(ctx, broker.endpoint)
             await client.send_multipart(ClientRequest(b"echo", (b"q",)).to_frames())
             await worker.next()
@@ -246,9 +248,9 @@ def test_two_workers_with_one_name_are_two_peers(ctx):
         async with running_broker(ctx) as broker:
             a = FakeWorker(ctx, broker.endpoint, "w1", node_id="aaaaaaaaaaaa")
             b = FakeWorker(ctx, broker.endpoint, "w1", node_id="bbbbbbbbbbbb")
-            for w in (a, b):
+            for i, w in enumerate((a, b), start=1):
                 await w.ready()
-                await asyncio.sleep(0.05)
+                await registered(broker, i)
             names = [p["name"] for p in (await status(ctx, broker.endpoint))["peers"]]
             assert names == ["w1", "w1~bbbbbb"]
             a.close()
@@ -274,6 +276,7 @@ def test_a_waiting_request_is_not_starved_by_a_big_job_on_the_wire(ctx):
         async with running_broker(ctx) as broker:
             worker = FakeWorker(ctx, broker.endpoint, "w1")
             await worker.ready()
+            await registered(broker)
             big, small = dealer(ctx, broker.endpoint), dealer(ctx, broker.endpoint)
             await big.send_multipart(ask({"prompt": "big", "candidates": 64, "stream": "winner"}))
             first = await worker.next()

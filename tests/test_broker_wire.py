@@ -9,7 +9,7 @@ from common.bodies import Chunk, Outcome, Task
 from common.codec import pack, unpack
 from common.messages import ClientRequest, Disconnect, Heartbeat, WorkerRequest
 from tests.conftest import run
-from tests.wire import FakeWorker, ask_once, body_of, client_final, dealer, running_broker
+from tests.wire import FakeWorker, ask_once, body_of, client_final, dealer, registered, running_broker
 
 QUESTION = {"prompt": "2+2=", "candidates": 2, "max_tokens": 4, "stream": "progress"}
 
@@ -34,7 +34,7 @@ def test_mmi_service_lookup(ctx):
             assert await mmi(b"swarm.status") == b"200"
             worker = FakeWorker(ctx, broker.endpoint, "w1")
             await worker.ready()
-            await asyncio.sleep(0.1)
+            await registered(broker)
             assert await mmi(b"generate") == b"200"
             # the client library asks the same question
             from client.client import SwarmClient
@@ -66,6 +66,7 @@ def test_plain_routing_with_req_style_framing(ctx):
         async with running_broker(ctx) as broker:
             worker = FakeWorker(ctx, broker.endpoint, "echo", service=b"echo", delimited=True)
             await worker.ready()
+            await registered(broker)
             client = dealer(ctx, broker.endpoint)
             await client.send_multipart(ClientRequest(b"echo", (b"hello", b"world")).to_frames())
             req = await worker.next()
@@ -85,6 +86,7 @@ def test_garbage_does_not_stop_the_next_job(ctx):
         async with running_broker(ctx) as broker:
             worker = FakeWorker(ctx, broker.endpoint, "w1")
             await worker.ready()
+            await registered(broker)
             vandal = dealer(ctx, broker.endpoint)
             for frames in ([b"\xff" * 10], [F.CLIENT], [F.CLIENT, b"\x09", b"x"], [F.WORKER, b"\x02"],
                            [F.CLIENT, F.C_REQUEST, b"generate", b"\xc1not msgpack"],
@@ -146,6 +148,7 @@ def test_ready_twice_is_disconnected_and_busy_workers_get_heartbeats(ctx):
         async with running_broker(ctx, heartbeat_s=0.1, liveness=100) as broker:
             worker = FakeWorker(ctx, broker.endpoint, "w1")
             await worker.ready()
+            await registered(broker)
             client = dealer(ctx, broker.endpoint)
             await client.send_multipart(ClientRequest(F.SERVICE_GENERATE,
                                                       (pack(dict(QUESTION, candidates=1)),)).to_frames())
@@ -177,7 +180,7 @@ def test_status_shows_profile_and_metrics(ctx):
         async with running_broker(ctx) as broker:
             worker = FakeWorker(ctx, broker.endpoint, "w1")
             await worker.ready()
-            await asyncio.sleep(0.05)
+            await registered(broker)
             _, final = await ask_once(ctx, broker.endpoint, F.SERVICE_STATUS, pack({}))
             status = body_of(final)
             (peer,) = status["peers"]

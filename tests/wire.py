@@ -27,6 +27,17 @@ async def running_broker(ctx, **config):
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def registered(broker: Broker, slots: int = 1, timeout_s: float = 20.0) -> None:
+    """Until the in-process broker holds `slots` worker slots. A FakeWorker's READY leaves
+    before its connection is up, so a request sent right after it may reach the broker
+    first (and find no worker): wait for this, never for a fixed sleep."""
+    for _ in range(int(timeout_s / 0.01)):
+        if len(broker.registry) >= slots:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the broker holds {len(broker.registry)} slot(s), not {slots}")
+
+
 def dealer(ctx, endpoint: str) -> zmq.asyncio.Socket:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
