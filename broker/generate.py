@@ -231,7 +231,8 @@ class GenerateService(Dispatch):
         self.ballots.drop(job.id)
         self.candidates -= len(job.candidates)
         if len(self.timers) > PRUNE_SLACK + 8 * (len(self.jobs) + self.candidates):
-            self.timers.prune(lambda key: key[1] in self.jobs)  # amortised: it at least halves
+            # amortised: it at least halves; a cancel grace outlives its job on purpose
+            self.timers.prune(lambda key: key[0] == CANCEL_GRACE or key[1] in self.jobs)
         ids = self.by_client.get(job.client)
         if ids is not None:
             ids.discard(job.id)

@@ -118,3 +118,22 @@ def test_a_slot_that_cannot_hear_cancel_gets_no_cancel_and_no_grace():
     s.service.cancel_client(CLIENT, 1.0)
     assert cancels(s.sent()) == []
     assert s.service.tick(1.0 + GRACE_S) == []
+
+
+def test_a_grace_outlives_its_job_when_timers_of_ended_jobs_are_pruned():
+    # Given a rude slot told to stop, whose job has ended (so its grace outlives the job)
+    s = Swarm()
+    s.add(b"rude")
+    s.submit(0.0)
+    s.service.cancel_client(CLIENT, 0.5)
+    assert cancels(s.sent()) == [b"rude"]
+    s.add(b"polite")
+    # When thousands of jobs end on the other slot before the grace runs out, so the timers
+    # of ended jobs are pruned
+    for i in range(3000):
+        s.submit(1.0)
+        s.final(b"polite", 1.0)
+        s.service.tick(1.0)
+        s.sent()
+    # Then the grace still fires for the slot that went on working
+    assert [slot.identity for slot in s.service.tick(0.5 + GRACE_S)] == [b"rude"]
