@@ -128,7 +128,7 @@ def _loop(broker: Broker) -> Iterator[Metric]:
     counters = (
         ("swarm_broker_messages", "Messages the broker received.", broker.stats["messages"]),
         ("swarm_broker_malformed", "Received messages dropped as malformed.",
-         broker.stats["malformed"]),
+         broker.rejected["malformed"]),
         ("swarm_broker_errors", "Errors the broker caught and survived.", broker.stats["errors"]),
         ("swarm_malformed_replies", "Worker replies that failed their candidate as malformed.",
          broker.generate.stats["malformed_replies"]),

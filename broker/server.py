@@ -83,7 +83,7 @@ class Broker:
                                         self.voter, Limits(config.max_jobs, config.max_candidates),
                                         config.cancel_grace_s)
         self.router = Router(self.registry, self.outbox, config.timeout_s)
-        self.stats = {"malformed": 0, "errors": 0, "messages": 0}
+        self.stats = {"errors": 0, "messages": 0}
         self.rejected = Rejections()  # every message refused, by reason (swarm.status)
         self.started_at = time.monotonic()
         self.endpoint: str | None = None
@@ -192,7 +192,6 @@ class Broker:
     def handle(self, frames: list[bytes], now: float) -> None:
         self.stats["messages"] += 1
         if len(frames) < 2:
-            self.stats["malformed"] += 1
             self.rejected.add("malformed")
             return
         identity = frames[0]
@@ -205,7 +204,6 @@ class Broker:
             else:
                 self._on_worker(identity, delimited, message, now)
         except ProtocolError as e:
-            self.stats["malformed"] += 1
             if self.rejected.add("malformed"):  # the 1st, 2nd, 4th, ...: a flood logs little
                 log.warning("dropped malformed message from %s: %s (%d so far)", identity.hex(),
                             e, self.rejected["malformed"])
@@ -365,6 +363,7 @@ class Broker:
         return {"version": __version__, "endpoint": self.endpoint, "swarm": self.config.swarm,
                 "uptime_s": round(now - self.started_at, 3),
                 "jobs_active": len(self.generate.jobs), **self.stats,
+                "malformed": self.rejected["malformed"],
                 **self.generate.stats, **self.delivery.stats, "rejected": self.rejections()}
 
     def rejections(self) -> dict[str, int]:

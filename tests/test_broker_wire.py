@@ -100,7 +100,7 @@ def test_garbage_does_not_stop_the_next_job(ctx):
             await worker.reply(req.client, Outcome(task.job, task.cand, text="4").to_map(), final=True)
             _, final = await client_final(client)
             assert body_of(final)["winner"]["text"] == "4"
-            assert broker.stats["malformed"] >= 5
+            assert broker.rejected["malformed"] >= 5
             # the vandal's bad-body request got an error reply, not silence
             _, bad = await client_final(vandal)
             assert "bad request" in body_of(bad)["error"]
