@@ -38,6 +38,16 @@ def _loopback_mdns_and_own_state(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def _own_state_and_config(tmp_path_factory, monkeypatch):
+    """Each test's programs keep their state (metrics database, machine id) and look for
+    their default config files in directories of that test's own, never another test's."""
+    monkeypatch.setenv("SWARM_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.setenv("SWARM_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)  # systemd's, where a test runs under it
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
