@@ -29,8 +29,10 @@ _VALID = re.compile(rf"^[0-9a-f]{{{ID_HEX}}}$")
 
 
 def state_dir() -> Path:
-    """Where Swarm keeps state for this user: $SWARM_STATE_DIR, else the platform's place."""
-    return Path(os.environ.get(STATE_DIR_ENV) or platformdirs.user_state_dir("swarm"))
+    """Where Swarm keeps state: $SWARM_STATE_DIR, else the state directory systemd gave the
+    service ($STATE_DIRECTORY, its first entry), else the platform's place for this user."""
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(os.environ.get(STATE_DIR_ENV) or systemd or platformdirs.user_state_dir("swarm"))
 
 
 def machine_id(directory: Path | None = None) -> str:
