@@ -16,13 +16,13 @@ from rich.console import Console
 
 from client.chat import Messages, chat
 from client.client import CONNECT_TIMEOUT_S, RETRIES, SwarmClient
-from client.history_view import history_lines
+from client.history_view import JobCount, history_lines
 from client.local import local_swarm_thread
 from client.render import (Progress, Streamer, json_result, peer_lines, peers_table, plain,
                            summary)
 from client.vote_table import WIDTH, vote_table
 from common import frames as F
-from broker.history import DEFAULT_LIMIT, MAX_LIMIT
+from broker.history import DEFAULT_LIMIT
 from common import logs
 from common.bodies import (DEFAULT_STRATEGY, MAX_CANDIDATES, MAX_TOKENS, STRATEGIES,
                            GenerateRequest, Sampling)
@@ -126,7 +126,7 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool, history: int | No
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--peers", is_flag=True, help="List the workers with their metrics, then exit.")
-@click.option("--history", type=click.IntRange(1, MAX_LIMIT), is_flag=False,
+@click.option("--history", type=JobCount(), is_flag=False,
               flag_value=DEFAULT_LIMIT, default=None, metavar="[N]",
               help=f"List the broker's N most recent jobs (default {DEFAULT_LIMIT}), then exit.")
 @click.option("--local", is_flag=True, help="Run an embedded broker + worker on loopback.")

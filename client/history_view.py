@@ -10,8 +10,31 @@ import math
 import time
 from typing import Any
 
+import click
+
+from broker.history import MAX_LIMIT
+
 COLUMNS = (("time", 19), ("job", 12), ("strategy", 10), ("winner", 16), ("ok", 7),
            ("total s", 8))
+
+
+class JobCount(click.ParamType):
+    """--history's optional N: a count of jobs; a question after --history is caught here."""
+
+    name = "N"
+
+    def convert(self, value: Any, param, ctx) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            n = value
+        else:
+            try:
+                n = int(str(value).strip())
+            except ValueError:
+                self.fail(f"'{value}' is not a number of jobs; --history takes no question",
+                          param, ctx)
+        if not 1 <= n <= MAX_LIMIT:
+            self.fail(f"{n} jobs is not between 1 and {MAX_LIMIT}", param, ctx)
+        return n
 
 
 def history_lines(jobs: list[dict[str, Any]]) -> list[str]:

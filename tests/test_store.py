@@ -206,3 +206,14 @@ def test_a_bad_history_limit_is_one_clear_error(limit):
     with pytest.raises(BodyError, match="'limit'"):
         limit_of({"limit": limit})
     assert limit_of({}) == 20 and limit_of({"limit": 7}) == 7
+
+
+def test_the_history_table_shows_odd_values_as_question_marks():
+    from client.history_view import history_lines
+    odd = {"job": "abc\x1b[2J", "at": "soon", "strategy": 5, "winner": None, "outcome": "failed",
+           "candidates": [{"ok": True}, "x"], "total_s": float("nan")}
+    lines = history_lines([odd, _job(1)])
+    assert lines[0].split()[:3] == ["time", "job", "strategy"]
+    assert "(failed)" in lines[1] and "1/2" in lines[1] and "\x1b" not in lines[1]
+    assert "gpu" in lines[2] and "1/1" in lines[2] and lines[2].endswith("0.50")
+    assert history_lines([]) == ["no jobs yet"]
