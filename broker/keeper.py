@@ -35,7 +35,7 @@ class Keeper:
     def load(self) -> None:
         """Put what the store holds back into memory (before any peer or job is seen)."""
         peers, jobs = self.store.load()
-        for name, state in peers:
+        for name, state in peers[-self.metrics.max_peers:]:  # the most recently used
             if isinstance(name, str) and name:
                 self.metrics.restore(name, peer_state.restore(state))
         records = [r for r in jobs if history.valid_record(r)]
@@ -81,4 +81,5 @@ class Keeper:
             self._seen = seen
 
     def _fingerprint(self) -> tuple:
-        return tuple((name, peer_state.fingerprint(m)) for name, m in self.metrics.ordered())
+        """By name: a status request that touches every peer (reordering them) changes nothing."""
+        return tuple((name, peer_state.fingerprint(m)) for name, m in self.metrics.items())
