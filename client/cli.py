@@ -146,8 +146,8 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @click.pass_context
 def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens, temperature,
          top_p, spread, greedy, quorum, seed, timeout_s, connect_timeout_s, retries, raw, stop,
-         as_json, peers, watch, interval_s, local, model_path, instances, secure, key_dir, broker_key, keygen,
-         verbose):
+         as_json, peers, watch, interval_s, local, model_path, instances, secure, key_dir,
+         broker_key, keygen, verbose):
     """Ask the swarm QUESTION (the words are joined; none: stdin, or a chat on a terminal)."""
     if keygen:
         if question:

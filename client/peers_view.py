@@ -93,8 +93,8 @@ def peers_view(peers: list[dict[str, Any]], width: int) -> RenderableType:
                  text(m.get("last_error")))
         table.add_row(*map(Text, cells))  # Text: a cell is never read as rich markup
     machines = [(text(p.get("name")) or "?", timeout_text(p) or "-",
-                 model_text(_map(p.get("profile"))) or "-", hardware_summary(_map(p.get("profile"))))
-                for p in peers]
+                 model_text(_map(p.get("profile"))) or "-",
+                 hardware_summary(_map(p.get("profile")))) for p in peers]
     if not any(row[1:] != ("-", "-", "") for row in machines):
         return table
     hw = Table(header_style="bold", box=None, width=width)
