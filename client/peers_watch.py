@@ -37,15 +37,17 @@ class Watch:
     error: str | None = None          # why the last ask failed; None: it answered
     away_since: float | None = None   # wall time of the first failed ask of this outage
     back_at: float | None = None      # wall time the broker answered again after an outage
+    asked_at: float | None = None     # wall time of the last ask
 
     def answered(self, peers: list[dict[str, Any]], now: float) -> None:
         if self.error is not None and self.seen_at is not None:
             self.back_at = now
         self.peers, self.seen_at, self.error, self.away_since = peers, now, None, None
+        self.asked_at = now
 
     def failed(self, error: str, now: float) -> None:
         self.away_since = self.away_since if self.error is not None else now
-        self.error = clean(error, 200)
+        self.error, self.asked_at = clean(error, 200), now
 
     def headline(self) -> str:
         if self.error is not None:
@@ -71,8 +73,7 @@ class Watch:
 
     def record(self) -> dict[str, Any]:
         """`--json`: one object a line, `peers` when the broker answered, else `error`."""
-        at = self.seen_at if self.error is None else time.time()
-        out: dict[str, Any] = {"time": _iso(at), "broker": self.broker}
+        out: dict[str, Any] = {"time": _iso(self.asked_at), "broker": self.broker}
         if self.error is None:
             out["peers"] = plain(self.peers or [])
         else:
