@@ -320,8 +320,9 @@ class Broker:
 
     def _lose(self, slot: Slot, reason: str, now: float) -> None:
         self.registry.remove(slot.identity)
-        log.info("worker gone: %s", reason, extra=logs.kv(peer=slot.peer, slot=slot.profile.slot,
-                                                          job=slot.job[0] if slot.job else None))
+        job = slot.job[0] if isinstance(slot.job, tuple) else None  # a generate job's id
+        log.info("worker gone: %s", reason,
+                 extra=logs.kv(peer=slot.peer, slot=slot.profile.slot, job=job))
         service = self.generate if slot.service == F.SERVICE_GENERATE else self.router
         service.on_slot_lost(slot, reason, now)
         live = self.registry.names()
