@@ -20,6 +20,7 @@ from broker.metrics import MetricsBook
 from broker.tool_vote import NoValidCall, Offer, count
 from broker.verdicts import InlineVoter, all_failed, answers, error_map, result_map
 from broker.voting import clip, normalise
+from common import logs
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Ballots:
                                                    Offer.of(job.request.sampling), job.question,
                                                    _judgement(job))
         except Exception as e:  # never lose the FINAL, whatever went wrong
-            log.exception("job %s: the vote could not start", job.id)
+            log.exception("the vote could not start", extra=logs.kv(job=job.id))
             return error_map(job, f"the vote could not be counted: {e}")
         return None
 
@@ -106,10 +107,10 @@ class Ballots:
                 body = result_map(job, verdict)
                 self.metrics.peer(job.candidates[verdict.winner].peer or "").wins += 1
             except NoValidCall as e:  # the answers' fault, not the broker's: no traceback
-                log.info("job %s: %s", job_id, e)
+                log.info("no valid tool call: %s", e, extra=logs.kv(job=job_id))
                 body = error_map(job, str(e))
             except Exception as e:
-                log.exception("job %s: the vote failed", job_id)
+                log.exception("the vote failed", extra=logs.kv(job=job_id))
                 body = error_map(job, f"the vote could not be counted: {e}")
             out.append((job, body))
         return out

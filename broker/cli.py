@@ -86,16 +86,19 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
               default=None, metavar="DIR",
               help=f"With --secure: the public keys (*.key) of the workers and clients let in "
                    f"[default: {ALLOWED_DIR_NAME}/ in the key directory].")
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default=logs.TEXT,
+              show_default=True, help="Log lines as text (key=value fields) or JSON objects.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @version_option("swarm-broker")
 @click.pass_context
 def main(ctx, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_cap_s,
          first_token_timeout_s, peer_timeout, cancel_grace_s, max_jobs, max_candidates, http,
-         api_key, sse_keepalive_s, state_dir, history_size, swarm, no_mdns, secure, key_dir, allowed_keys, verbose):
+         api_key, sse_keepalive_s, state_dir, history_size, swarm, no_mdns, secure, key_dir,
+         allowed_keys, log_format, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     if ctx.invoked_subcommand is not None:
         return
-    logs.setup(verbose + 1)
+    logs.setup(verbose + 1, fmt=log_format)
     if timeout_floor_s > timeout_cap_s:
         raise click.BadParameter(f"the floor {timeout_floor_s:g} s is above the cap "
                                  f"{timeout_cap_s:g} s", param_hint="--timeout-floor-s")

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 
 from broker.outbox import Envelope, Frames
+from common import logs
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,8 @@ class Delivery:
         del self._pause[identity], self._due[identity]
         self.stats["undeliverable"] += len(queue)
         self.stats["cut_off"] += 1
-        log.warning("peer %s read nothing while %d messages waited for it: cut off, "
-                    "its backlog dropped", identity.hex(), len(queue))
+        log.warning("a peer read nothing while %d messages waited for it: cut off, "
+                    "its backlog dropped", len(queue), extra=logs.kv(identity=identity.hex()))
         return identity
 
     def wait_s(self, now: float) -> float | None:

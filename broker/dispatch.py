@@ -21,6 +21,7 @@ from broker.registry import Registry, Slot
 from broker.rotation import Rotation
 from broker.sampling_plan import prompt_chars
 from broker.timers import Timers
+from common import logs
 from common.bodies import CONTEXT_LENGTH_EXCEEDED, Task
 from common.codec import pack
 from common.frames import SERVICE_GENERATE
@@ -102,8 +103,9 @@ class Dispatch:
         timeout = self.timeouts.for_candidate(slot, sampling.max_tokens, self.metrics.peer(slot.peer),
                                               cand.prompt_chars)
         cand.timeout_at = now + timeout.s
-        log.debug("job %s cand %d on %s: timeout %.1f s (%s)", job.id, cand.index, slot.peer,
-                  timeout.s, timeout.source)
+        log.debug("candidate dispatched: timeout %.1f s (%s)", timeout.s, timeout.source,
+                  extra=logs.kv(job=job.id, cand=cand.index, peer=slot.peer,
+                                slot=slot.profile.slot))
         self.timers.add(cand.timeout_at, ("answer", job.id, cand.index, cand.attempts))
         ft = self.timeouts.first_token_s
         cand.first_token_by = now + ft if ft else None
@@ -124,7 +126,8 @@ class Dispatch:
             self.metrics.peer(cand.peer).failed(error, timeout)
         elif cand.peer is not None:
             self.metrics.peer(cand.peer).request_errors += 1
-        log.info("job %s cand %d failed: %s", job.id, cand.index, error)
+        log.info("candidate failed: %s", error,
+                 extra=logs.kv(job=job.id, cand=cand.index, peer=cand.peer))
         if cand.slot is not None:
             cand.tried.add(cand.slot)
         cand.error, cand.error_code = error, code
@@ -177,8 +180,8 @@ class Dispatch:
         if slot is None or slot.job != (job_id, index) or slot.assigned_at != assigned_at:
             return None
         self.metrics.peer(slot.peer).cancel_ignored += 1
-        log.warning("worker %s slot %d still works on job %s %g s after CANCEL; disconnecting it",
-                    slot.peer, slot.profile.slot, job_id, self.cancel_grace_s)
+        log.warning("worker still works %g s after CANCEL; disconnecting it", self.cancel_grace_s,
+                    extra=logs.kv(job=job_id, cand=index, peer=slot.peer, slot=slot.profile.slot))
         return slot
 
 

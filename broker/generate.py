@@ -23,6 +23,7 @@ from broker.ballots import Ballots
 from broker.dispatch import CANCEL_GRACE, Dispatch, need_of, used_by
 from broker.verdicts import BUSY, DEADLINE, NO_MODEL, NO_WORKER, error_map
 from broker.voting import answer_key
+from common import logs
 from common.bodies import CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Chunk, GenerateRequest, Outcome
 from common.codec import unpack_body
 from common.errors import ProtocolError
@@ -57,8 +58,8 @@ class GenerateService(Dispatch):
         self.by_client[client].add(job.id)
         self.candidates += len(job.candidates)
         self.timers.add(job.deadline, ("job", job.id))
-        log.info("job %s: %d candidates, strategy %s", job.id, len(job.candidates),
-                 request.strategy)
+        log.info("job accepted: %d candidates, strategy %s", len(job.candidates),
+                 request.strategy, extra=logs.kv(job=job.id))
         self._enqueue(job)
         self.dispatch(now)
 
@@ -83,8 +84,6 @@ class GenerateService(Dispatch):
             job = self.jobs[jid]
             self._stop_rest(job, now, reason)
             self._end(job, error_map(job, reason), now, JOB_CANCELLED)
-        if chosen:
-            log.info("client %s: %d job(s) ended: %s", client.hex(), len(chosen), reason)
         return len(chosen)
 
     # -- worker side -------------------------------------------------------------------
@@ -104,7 +103,8 @@ class GenerateService(Dispatch):
             out = _parse(reply, job, cand)
         except ProtocolError as e:  # the peer's bad value fails its candidate, nothing else
             self.stats["malformed_replies"] += 1
-            log.warning("job %s cand %d: bad reply from %s: %s", job.id, cand.index, slot.peer, e)
+            log.warning("bad reply: %s", e,
+                        extra=logs.kv(job=job.id, cand=cand.index, peer=slot.peer))
             if not reply.final:
                 self._cancel(job, cand, now)  # the slot stays busy until its FINAL comes
             self._fail(job, cand, f"{slot.peer} sent a malformed reply: {e}", now)
@@ -228,6 +228,7 @@ class GenerateService(Dispatch):
         if self.jobs.pop(job.id, None) is None:
             return
         outcome = outcome or (JOB_FAILED if "error" in body else JOB_OK)
+        _log_end(job, body, outcome, now)
         self.metrics.jobs.end(outcome, now - job.created_at)
         self.ballots.drop(job.id)
         self.candidates -= len(job.candidates)
@@ -247,6 +248,18 @@ class GenerateService(Dispatch):
     def busy(self) -> bool:
         """Votes are being counted elsewhere: the loop should look back soon."""
         return bool(self.ballots)
+
+
+def _log_end(job: Job, body: dict, outcome: str, now: float) -> None:
+    """One line a job: how it ended, and the winner's peer where there is one."""
+    winner = body.get("winner") if isinstance(body.get("winner"), dict) else {}
+    fields = logs.kv(job=job.id, outcome=outcome, peer=winner.get("peer"),
+                     cand=winner.get("cand"), took_s=round(now - job.created_at, 3),
+                     client=job.client.hex())
+    if "error" in body:
+        log.info("job ended: %s", body["error"], extra=fields)
+    else:
+        log.info("job ended: candidate %s won", winner.get("cand"), extra=fields)
 
 
 def _parse(reply: WorkerReply, job: Job, cand: Candidate) -> Chunk | Outcome:

@@ -37,6 +37,7 @@ from broker.verdicts import BAD_REQUEST
 from broker.zap import ServerKeys, secure
 from common import __version__
 from common import frames as F
+from common import logs
 from common.bodies import GenerateRequest
 from common.codec import field as body_field, unpack_body
 from common.errors import BodyError, ProtocolError
@@ -158,7 +159,7 @@ class Broker:
             return Sent.FULL
         except zmq.ZMQError as e:  # EHOSTUNREACH: that peer has gone
             if e.errno != zmq.EHOSTUNREACH:
-                log.warning("send to %s failed: %s", frames[0].hex(), e)
+                log.warning("send failed: %s", e, extra=logs.kv(identity=frames[0].hex()))
             return Sent.GONE
         return Sent.OK
 
@@ -215,16 +216,17 @@ class Broker:
             else:
                 self._on_worker(identity, delimited, message, now)
         except ProtocolError as e:
-            if self.rejected.add("malformed"):  # the 1st, 2nd, 4th, ...: a flood logs little
-                log.warning("dropped malformed message from %s: %s (%d so far)", identity.hex(),
-                            e, self.rejected["malformed"])
             slot = self.registry.get(identity)
+            if self.rejected.add("malformed"):  # the 1st, 2nd, 4th, ...: a flood logs little
+                log.warning("dropped a malformed message: %s (%d so far)", e,
+                            self.rejected["malformed"], extra=logs.kv(
+                                identity=identity.hex(), peer=slot.peer if slot else None))
             if slot is not None:  # a confused worker: make it start over (RFC 18)
                 self._guarded("a confused worker", self._disconnect, slot,
                               f"sent a malformed message ({e})", now)
         except Exception:  # a daemon never dies of a bad message
             self.stats["errors"] += 1
-            log.exception("error handling a message from %s", identity.hex())
+            log.exception("error handling a message", extra=logs.kv(identity=identity.hex()))
 
     def _on_client(self, client: bytes, delimited: bool, req: ClientRequest, now: float) -> None:
         if req.service == F.SERVICE_GENERATE:
@@ -299,7 +301,8 @@ class Broker:
         else:  # valid but unexpected (REQUEST, CANCEL, a reply while idle): RFC 18 says DISCONNECT
             name = type(msg).__name__
             if self.rejected.add("unexpected"):
-                log.warning("worker %s sent an unexpected %s; disconnecting it", slot.peer, name)
+                log.warning("worker sent an unexpected %s; disconnecting it", name,
+                            extra=logs.kv(peer=slot.peer, slot=slot.profile.slot))
             self._disconnect(slot, f"sent an unexpected {name}", now)
 
     def _on_ready(self, identity: bytes, delimited: bool, msg: Ready, slot: Slot | None,
@@ -320,8 +323,8 @@ class Broker:
         self.registry.add(identity, msg.service, profile, delimited, now,
                           anonymous=msg.profile is None)
         self.metrics.peer(profile.name)  # known from now on, also once it is gone
-        log.info("worker %s slot %d ready for '%s' (%s, %s)", profile.name, profile.slot,
-                 msg.service.decode(), profile.backend, profile.model)
+        log.info("worker ready for '%s' (%s, %s)", msg.service.decode(), profile.backend,
+                 profile.model, extra=logs.kv(peer=profile.name, slot=profile.slot))
         self._dispatch(now)
 
     def _unique(self, profile: WorkerProfile) -> WorkerProfile:
@@ -331,7 +334,7 @@ class Broker:
             return profile
         name = f"{profile.name}~{profile.node_id[:6]}"
         log.warning("two workers call themselves '%s' (nodes %s and %s); calling the new one '%s'",
-                    profile.name, holder.node, profile.node_id, name)
+                    profile.name, holder.node, profile.node_id, name, extra=logs.kv(peer=name))
         return replace(profile, name=name)
 
     def _disconnect(self, slot: Slot, reason: str, now: float) -> None:
@@ -340,7 +343,9 @@ class Broker:
 
     def _lose(self, slot: Slot, reason: str, now: float) -> None:
         self.registry.remove(slot.identity)
-        log.info("worker %s slot %d gone: %s", slot.peer, slot.profile.slot, reason)
+        job = slot.job[0] if isinstance(slot.job, tuple) else None  # a generate job's id
+        log.info("worker gone: %s", reason,
+                 extra=logs.kv(peer=slot.peer, slot=slot.profile.slot, job=job))
         service = self.generate if slot.service == F.SERVICE_GENERATE else self.router
         service.on_slot_lost(slot, reason, now)
         live = self.registry.names()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from common import logs
 from common.curve import ZAP_DOMAIN, AllowedKeys, KeyPair, serve
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,16 @@ class KeyGate:
         try:
             if domain == ZAP_DOMAIN and self.allowed.allows(text):
                 return True
-        except Exception:  # an unreadable directory admits nobody, and never kills the thread
+        except OSError as e:  # an unreadable directory admits nobody, and never kills the thread
+            log.warning("cannot read the allowed keys in %s: %s", self.allowed.directory,
+                        e.strerror or e)
+        except Exception:  # a bug: admit nobody, keep the thread, say where
             log.exception("cannot read the allowed keys in %s", self.allowed.directory)
         self.stats[REFUSED] += 1
         if text not in self._logged and len(self._logged) < MAX_LOGGED_KEYS:
             self._logged.add(text)
-            log.warning("refused a peer whose key %s is not in %s", text, self.allowed.directory)
+            log.warning("refused a peer whose key is not in %s", self.allowed.directory,
+                        extra=logs.kv(key=text))
         return False
 
 

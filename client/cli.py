@@ -18,8 +18,9 @@ from client.chat import Messages, chat
 from client.client import CONNECT_TIMEOUT_S, RETRIES, SwarmClient
 from client.history_view import JobCount, history_lines
 from client.local import local_swarm_thread
-from client.render import (Progress, Streamer, json_result, peer_lines, peers_table, plain,
-                           summary)
+from client.peers_view import peer_lines, peers_table
+from client import peers_watch
+from client.render import Progress, Streamer, json_result, plain, summary
 from client.vote_table import WIDTH, vote_table
 from common import frames as F
 from broker.history import DEFAULT_LIMIT
@@ -82,6 +83,11 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool, history: int | No
     if history is not None and (local or peers or ctx.params["question"]):
         raise click.UsageError("--history asks a running broker: it takes no question, "
                                "--local or --peers")
+    if ctx.params["watch"] and not peers:
+        raise click.UsageError("--watch goes with --peers (swarm-ask --peers --watch)")
+    if ctx.get_parameter_source("interval_s") is not ParameterSource.DEFAULT \
+            and not ctx.params["watch"]:
+        raise click.UsageError("--interval-s goes with --watch")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,6 +135,10 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool, history: int | No
 @click.option("--history", type=JobCount(), is_flag=False,
               flag_value=DEFAULT_LIMIT, default=None, metavar="[N]",
               help=f"List the broker's N most recent jobs (default {DEFAULT_LIMIT}), then exit.")
+@click.option("--watch", is_flag=True,
+              help="With --peers: show the list again every --interval-s until Ctrl-C.")
+@click.option("--interval-s", type=seconds(lo=0.1, hi=3600.0), default=2.0, show_default=True,
+              help="With --watch: how often the list is asked for.")
 @click.option("--local", is_flag=True, help="Run an embedded broker + worker on loopback.")
 @click.option("--model", "model_path", default=None, metavar="PATH",
               help="With --local: GGUF model [default: the bundled Gemma 3 270M].")
@@ -144,8 +154,8 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool, history: int | No
 @click.pass_context
 def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens, temperature,
          top_p, spread, greedy, quorum, seed, timeout_s, connect_timeout_s, retries, raw, stop,
-         as_json, peers, history, local, model_path, instances, secure, key_dir, broker_key, keygen,
-         verbose):
+         as_json, peers, history, watch, interval_s, local, model_path, instances, secure,
+         key_dir, broker_key, keygen, verbose):
     """Ask the swarm QUESTION (the words are joined; none: stdin, or a chat on a terminal)."""
     if keygen:
         if question:
@@ -170,9 +180,11 @@ def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens
     try:
         with _endpoint(broker, local, model_path, instances, timeout_s) as endpoint:
             client = SwarmClient(endpoint, connect_timeout_s=connect_timeout_s, curve=curve,
-                                 retries=retries, on_retry=_retrying)
+                                 retries=0 if watch else retries, on_retry=_retrying)
             session = Session(client, template, raw, as_json, text is None, verbose > 0)
-            if peers:
+            if watch:
+                _watch(client, as_json, timeout_s, interval_s)
+            elif peers:
                 asyncio.run(_peers(client, as_json, timeout_s))
             elif history is not None:
                 asyncio.run(_history(client, history, as_json, timeout_s))
@@ -290,3 +302,8 @@ async def _history(client: SwarmClient, limit: int, as_json: bool, timeout_s: fl
         click.echo(json.dumps(plain(jobs), indent=2))
     else:
         click.echo("\n".join(history_lines(jobs)))
+def _watch(client: SwarmClient, as_json: bool, timeout_s: float, interval_s: float) -> None:
+    """--peers --watch: one try an interval (the next interval is the retry), until Ctrl-C."""
+    def fetch() -> list[dict]:
+        return asyncio.run(client.status(min(timeout_s, 10.0)))["peers"]
+    peers_watch.watch(fetch, peers_watch.Watch(client.broker, interval_s), sys.stdout, as_json)

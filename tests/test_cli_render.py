@@ -87,7 +87,7 @@ def test_other_strategies_print_the_winner_after_the_vote():
 def test_peers_table_on_an_80_column_terminal_keeps_the_numbers():
     from rich.console import Console
 
-    from client.render import peers_table
+    from client.peers_view import peers_table
     from tests.test_cli_input import _peer
     out = io.StringIO()
     console = Console(file=out, width=80, force_terminal=True, color_system=None)
@@ -107,7 +107,7 @@ CUDA_PROFILE = {"backend": "llama.cpp", "model": "gemma", "gpu_layers": -1, "har
 
 
 def test_hardware_summary_names_platform_cores_ram_gpus_and_offload():
-    from client.render import hardware_summary
+    from client.peers_view import hardware_summary
     assert hardware_summary(CUDA_PROFILE) == ("linux x86_64, 32 cores, 128.0 GB RAM, "
                                               "NVIDIA RTX 4090 24 GB, NVIDIA RTX 3060 12 GB, "
                                               "all layers on GPU")
@@ -122,14 +122,14 @@ def test_hardware_summary_names_platform_cores_ram_gpus_and_offload():
                                      {"hardware": {"gpus": [None, {"name": 3}]}, "gpu_layers": "x"}],
                          ids=repr)
 def test_hardware_summary_of_a_strange_profile_is_short_and_never_raises(profile):
-    from client.render import hardware_summary
+    from client.peers_view import hardware_summary
     assert hardware_summary(profile) in ("", "GPU")
 
 
 def test_peers_show_each_machine_in_lines_and_in_the_table():
     from rich.console import Console
 
-    from client.render import peer_lines, peers_table
+    from client.peers_view import peer_lines, peers_table
     from tests.test_cli_input import _peer
     peer = {**_peer("gpu-box", True, ""), "profile": CUDA_PROFILE}
     assert any("NVIDIA RTX 4090 24 GB" in line for line in peer_lines([peer]))
@@ -257,7 +257,7 @@ def test_json_has_the_vote_and_how_each_candidate_voted_as_they_came():
 def test_markup_and_escapes_in_peer_text_are_drawn_as_written():
     from rich.console import Console
 
-    from client.render import peers_table
+    from client.peers_view import peers_table
     from tests.test_cli_input import _peer
     progress = Progress(io.StringIO(), live=False)
     progress.on_event(event("dispatched", peer="w[/x]"))

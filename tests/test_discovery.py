@@ -19,7 +19,7 @@ from rich.console import Console
 from broker.metrics import MetricsBook
 from broker.registry import Registry
 from broker.status import status_map
-from client.render import peer_lines, peers_table
+from client.peers_view import peer_lines, peers_table
 from common.discovery import broker_mdns, find_broker, worker_mdns
 from common.hardware import Gpu, Hardware
 from common.mdns import BrokerAdvert, WorkerAdvert

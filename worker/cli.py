@@ -74,16 +74,18 @@ def _auto_int(lo: int, hi: int | None = None):
 @click.option("--json", "as_json", is_flag=True, help="With --print-profile: one JSON object.")
 @secure_options
 @broker_key_option
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default=logs.TEXT,
+              show_default=True, help="Log lines as text (key=value fields) or JSON objects.")
 @click.option("-v", "--verbose", count=True, help="More logging (-v for debug).")
 @version_option("swarm-worker")
 @click.pass_context
 def main(ctx, broker, swarm, no_mdns, name, model_path, backend, instances, gpu_layers, threads,
          seed_variation, n_ctx, timeout_hint_s, heartbeat_s, liveness, reconnect_s, print_profile,
-         as_json, secure, key_dir, broker_key, verbose):
+         as_json, secure, key_dir, broker_key, log_format, verbose):
     """Serve a local model to a Swarm broker."""
     if ctx.invoked_subcommand is not None:
         return
-    logs.setup(verbose + (0 if print_profile else 1))
+    logs.setup(verbose + (0 if print_profile else 1), fmt=log_format)
     if as_json and not print_profile:
         raise click.UsageError("--json goes with --print-profile")
     curve = None if print_profile else client_keys(secure, key_dir, broker_key, WORKER,

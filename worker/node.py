@@ -16,6 +16,7 @@ import psutil
 import zmq.asyncio
 
 from common import frames as F
+from common import logs
 from common.discovery import worker_mdns
 from common.hardware import Hardware
 from common.mdns import DEFAULT_SWARM
@@ -77,6 +78,6 @@ class WorkerNode:
                 config = replace(config, broker=where)
             self.sessions = [WorkerSession(self.ctx, config, slot_profile(self.profile, i, b), b)
                              for i, b in enumerate(self.backends)]
-            log.info("worker %s: %d slot(s) serving %s", self.profile.name, len(self.sessions),
-                     where)
+            log.info("worker up: %d slot(s) serving %s", len(self.sessions), where,
+                     extra=logs.kv(peer=self.profile.name))
             await asyncio.gather(*(s.run() for s in self.sessions))

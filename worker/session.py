@@ -26,6 +26,7 @@ import zmq
 import zmq.asyncio
 
 from common import frames as F
+from common import logs
 from common.bodies import ERROR_REQUEST, MAX_CANDIDATES, Chunk, Outcome, Task
 from common.codec import pack, unpack_body
 from common.curve import ClientKeys
@@ -128,8 +129,8 @@ class WorkerSession:
                 pause = cfg.reconnect_min_s if await self._connection() else self.backoff_s
                 self.backoff_s = min(pause * 2, cfg.reconnect_max_s)
                 self.pauses_s.append(pause)
-                log.info("slot %d: reconnecting in %.2g s (last to %s)", self.profile.slot, pause,
-                         self.endpoint)
+                log.info("reconnecting in %.2g s (last to %s)", pause, self.endpoint,
+                         extra=self._kv())
                 await asyncio.sleep(pause)
         finally:
             self.executor.shutdown(wait=False, cancel_futures=True)
@@ -176,7 +177,7 @@ class WorkerSession:
                     item, got = got.result(), asyncio.ensure_future(link.queue.get())
                     self._forward(sock, link, *item)
                 if link.broker_silent():
-                    log.warning("slot %d: broker silent for %g s", self.profile.slot, link.expiry_s)
+                    log.warning("broker silent for %g s", link.expiry_s, extra=self._kv())
                     return link.was_accepted()
                 if link.beat_due():
                     _send(sock, Heartbeat().to_frames())  # one the broker cannot take: dropped
@@ -191,9 +192,9 @@ class WorkerSession:
             link.work.abandoned = True
             link.work.cancelled.set()
         if link.dropped:
-            log.info("slot %d: %d PARTIAL(s) the broker did not take", self.profile.slot, link.dropped)
+            log.info("%d PARTIAL(s) the broker did not take", link.dropped, extra=self._kv())
         if self.rejected.total():
-            log.info("slot %d: refused from brokers so far: %s", self.profile.slot, self.rejected)
+            log.info("refused from brokers so far: %s", self.rejected, extra=self._kv())
 
     def _socket(self) -> zmq.asyncio.Socket:
         sock = self.ctx.socket(zmq.DEALER)
@@ -217,8 +218,8 @@ class WorkerSession:
         except asyncio.TimeoutError:
             why = "" if self.config.curve is None else (
                 " (a secure one: is this worker's key allowed there, and is it the pinned broker?)")
-            log.info("slot %d: no connection to %s in %g s%s", self.profile.slot, self.endpoint,
-                     wait_s, why)
+            log.info("no connection to %s in %g s%s", self.endpoint, wait_s, why,
+                     extra=self._kv())
             return False
         return True
 
@@ -235,13 +236,13 @@ class WorkerSession:
         if _send(sock, frames):
             link.sent_now()  # a reply counts as a heartbeat
         elif final:
-            log.info("slot %d: the broker cannot take the FINAL of job %s yet; retrying",
-                     self.profile.slot, out.job)
+            log.info("the broker cannot take the FINAL yet; retrying",
+                     extra=self._kv(job=out.job, cand=out.cand))
             link.unsent = frames
         else:
             link.dropped += 1
-            log.debug("slot %d: dropped a PARTIAL of job %s: the broker is not taking it",
-                      self.profile.slot, out.job)
+            log.debug("dropped a PARTIAL: the broker is not taking it",
+                      extra=self._kv(job=out.job, cand=out.cand))
 
     def _on_broker(self, frames: list[bytes], link: "_Link") -> bool:
         """Handle one broker message; True when the connection must start over."""
@@ -252,7 +253,7 @@ class WorkerSession:
             self._reject("malformed", "dropped a malformed message from the broker: %s", e)
             return False
         if isinstance(msg, Disconnect):
-            log.info("slot %d: broker sent DISCONNECT", self.profile.slot)
+            log.info("broker sent DISCONNECT", extra=self._kv())
             return True
         if isinstance(msg, (Heartbeat, WorkerRequest)):
             link.accepted = True
@@ -273,8 +274,11 @@ class WorkerSession:
     def _reject(self, reason: str, text: str, *args) -> None:
         """Count what the broker sent and we refused; log the 1st, 2nd, 4th, ... of each."""
         if self.rejected.add(reason):
-            log.warning("slot %d: " + text + " (%d so far)", self.profile.slot, *args,
-                        self.rejected[reason])
+            log.warning(text + " (%d so far)", *args, self.rejected[reason], extra=self._kv())
+
+    def _kv(self, **fields) -> dict:
+        """The fields of a line about this slot (and the job it names)."""
+        return logs.kv(peer=self.profile.name, slot=self.profile.slot, **fields)
 
     def _start(self, req: WorkerRequest, queue: asyncio.Queue) -> _Work:
         cancelled = threading.Event()
@@ -312,16 +316,27 @@ class WorkerSession:
             try:
                 outcome = self.backend.generate(task, emit, work.cancelled)
             except _Abandoned:
-                log.info("slot %d: job %s stopped: its connection is over", self.profile.slot,
-                         task.job)
+                log.info("candidate stopped: its connection is over",
+                         extra=self._kv(job=task.job, cand=task.cand))
                 return
             except Exception as e:  # the model failed on this input: say so, keep serving
-                log.warning("slot %d: generation failed: %s", self.profile.slot, e)
-                log.debug("slot %d: generation failure in detail", self.profile.slot, exc_info=True)
+                log.warning("generation failed: %s", e, extra=self._kv(job=task.job,
+                                                                        cand=task.cand))
+                log.debug("generation failure in detail", exc_info=True, extra=self._kv(
+                    job=task.job, cand=task.cand))
                 outcome = Outcome(task.job, task.cand, error=f"generation failed: {e}")
-            if outcome.error is not None and outcome.error_kind == ERROR_REQUEST:
-                log.info("slot %d: job %s cannot be served: %s", self.profile.slot, task.job, outcome.error)
+        self._log_outcome(task, outcome)
         put((work, outcome, True))
+
+    def _log_outcome(self, task: Task, outcome: Outcome) -> None:
+        """One line a candidate served: how it ended, or why it could not be served."""
+        if outcome.error is None:
+            log.info("candidate done: %s tokens (%s)", outcome.usage.get("completion_tokens", "?"),
+                     outcome.finish_reason, extra=self._kv(
+                         job=task.job, cand=task.cand, took_s=outcome.timings.get("total_s")))
+        elif outcome.error_kind == ERROR_REQUEST:  # a failed generation said so already
+            log.info("candidate cannot be served: %s", outcome.error,
+                     extra=self._kv(job=task.job, cand=task.cand))
 
 
 def _send(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:

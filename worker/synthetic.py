@@ -74,11 +74,13 @@ class SyntheticBackend:
               show_default=True)
 @click.option("--reconnect-s", type=seconds(hi=F.RECONNECT_MAX_S), default=F.RECONNECT_MIN_S,
               show_default=True)
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default=logs.TEXT,
+              show_default=True, help="Log lines as text (key=value fields) or JSON objects.")
 @click.option("-v", "--verbose", count=True)
 def main(broker, name, slots, tokens, token_delay_s, ignore_cancel, heartbeat_s, liveness,
-         reconnect_s, verbose):
+         reconnect_s, log_format, verbose):
     """Serve synthetic answers to a broker (no model; for tests and benchmarks)."""
-    logs.setup(verbose + 1)
+    logs.setup(verbose + 1, fmt=log_format)
     backends = [SyntheticBackend(tokens, token_delay_s, ignore_cancel) for _ in range(slots)]
     profile = node_profile(name, backends[0], slots, True, socket.gethostname())
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
