@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from broker.cli import main as broker_main
 from broker.peers import PeerSettings, parse_peers
 from common.cli_types import bind_endpoint, seconds
-from common.config import check, config_option, keyed_params, read_toml
+from common.config import check, config_option, keyed_params, read_toml, tomllib
 from common.errors import ConfigError
 from worker.cli import main as worker_main
 
@@ -158,3 +158,15 @@ def test_the_worker_takes_instances_as_auto_or_a_whole_number(tmp_path):
     with pytest.raises(ConfigError, match="key 'instances': --instances must be auto or a whole "
                                           "number from 1 to 64, not 0"):
         check({"instances": 0}, ctx, tmp_path, {}, skip)
+
+
+def test_the_examples_in_the_operations_guide_are_valid(tmp_path):
+    text = (EXAMPLES.parent / "operations.md").read_text()
+    section = text.split("## Configuration files", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```toml\n")[1:]]
+    assert len(blocks) == 2
+    broker = check(tomllib.loads(blocks[0]), click.Context(broker_main), tmp_path,
+                   {"peers": parse_peers})
+    worker = check(tomllib.loads(blocks[1]), click.Context(worker_main), tmp_path, {},
+                   ("print_profile", "as_json"))
+    assert broker.table("peers")["gpu-box"].weight == 2.0 and worker.values["instances"] == 2
