@@ -9,12 +9,13 @@ QUESTION ?= What is the capital of France?
 .PHONY: install run test bench clean
 
 $(BIN)/python:
+	@echo "Creating $(VENV) (a virtual environment for Swarm)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@$(BIN)/python scripts/install.py $(VENV)/install.log -e '.[test]'
+	@touch $(STAMP)
 
 install: $(STAMP)
 

@@ -10,13 +10,15 @@ from pathlib import Path
 import click
 
 from broker.adaptive import DEFAULT_CAP_S, DEFAULT_FLOOR_S
+from broker.history import DEFAULT_HISTORY_SIZE, MAX_HISTORY_SIZE
 from broker.http_api import DEFAULT_HTTP, KEEPALIVE_S, HttpApi
 from broker.peers import parse_peers
 from broker.policy import CANCEL_GRACE_S, MAX_JOB_CANDIDATES, MAX_JOBS
 from broker.server import Broker, BrokerConfig
+from broker.store import FILE_NAME as STATE_FILE
 from broker.zap import ServerKeys
 from common import frames as F
-from common import logs
+from common import logs, node_id
 from common.cli_types import bind_endpoint, http_address, mdns_options, seconds, version_option
 from common.config import config_option
 from common.curve import ALLOWED_DIR_NAME, BROKER, AllowedKeys, default_key_dir, load_keypair
@@ -75,6 +77,13 @@ def _peer_timeouts(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
               help="Require 'Authorization: Bearer KEY' on the HTTP API [env SWARM_API_KEY].")
 @click.option("--sse-keepalive-s", type=seconds(), default=KEEPALIVE_S, show_default=True,
               help="While a streamed answer is voted on, an SSE comment this often.")
+@click.option("--state-dir", default=None, metavar="DIR|off",
+              help="Keep peer metrics and recent jobs in DIR/broker.sqlite3 (off: in memory "
+                   "only) [default: $SWARM_STATE_DIR, else systemd's $STATE_DIRECTORY, else "
+                   "the platform's state directory].")
+@click.option("--history-size", type=click.IntRange(1, MAX_HISTORY_SIZE),
+              default=DEFAULT_HISTORY_SIZE, show_default=True,
+              help="Recent jobs kept for swarm-ask --history; older ones are pruned.")
 @mdns_options
 @secure_options
 @click.option("--allowed-keys", "allowed_keys", type=click.Path(file_okay=False, path_type=Path),
@@ -86,7 +95,8 @@ def _peer_timeouts(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
 @click.pass_context
 def main(ctx, config_file, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_cap_s,
          first_token_timeout_s, peer_timeout, cancel_grace_s, max_jobs, max_candidates, http,
-         api_key, sse_keepalive_s, swarm, no_mdns, secure, key_dir, allowed_keys, verbose):
+         api_key, sse_keepalive_s, state_dir, history_size, swarm, no_mdns, secure, key_dir,
+         allowed_keys, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     if ctx.invoked_subcommand is not None:
         return
@@ -103,6 +113,7 @@ def main(ctx, config_file, bind, heartbeat_s, liveness, timeout_s, timeout_floor
                           peer_timeout, max_jobs, max_candidates, swarm,
                           timeout_floor_s=timeout_floor_s, timeout_cap_s=timeout_cap_s,
                           curve=curve, cancel_grace_s=cancel_grace_s,
+                          state_file=_state_file(state_dir), history_size=history_size,
                           peers=config_file.table("peers", {}))
     broker = Broker(config)
     try:
@@ -120,6 +131,14 @@ def main(ctx, config_file, bind, heartbeat_s, liveness, timeout_s, timeout_floor
 
 
 main.add_command(keygen_command(BROKER))
+
+
+def _state_file(state_dir: str | None) -> Path | None:
+    if state_dir is not None and state_dir.strip().lower() == "off":
+        return None
+    if state_dir is not None and not state_dir.strip():
+        raise click.BadParameter("give a directory, or off", param_hint="--state-dir")
+    return (Path(state_dir) if state_dir is not None else node_id.state_dir()) / STATE_FILE
 
 
 def _server_keys(secure: bool, key_dir: Path | None, allowed_dir: Path | None) -> ServerKeys | None:

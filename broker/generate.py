@@ -38,8 +38,10 @@ PRUNE_SLACK = 1024   # timers of ended jobs kept before they are pruned (and 8 p
 class GenerateService(Dispatch):
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
                  timeouts: TimeoutPolicy, voter=None, limits: Limits = Limits(),
-                 cancel_grace_s: float = CANCEL_GRACE_S, weights: Weights = EVEN):
+                 cancel_grace_s: float = CANCEL_GRACE_S, journal=None,
+                 weights: Weights = EVEN):
         super().__init__(registry, metrics, outbox, timeouts, cancel_grace_s)
+        self.journal = journal  # journal(job, final body, outcome, now): each ended job, once
         self.ballots = Ballots(metrics, voter, weights)
         self.limits = limits
         self.by_client: dict[bytes, set[str]] = defaultdict(set)
@@ -240,6 +242,8 @@ class GenerateService(Dispatch):
             if not ids:
                 del self.by_client[job.client]
         self.outbox.reply(job.client, job.delimited, SERVICE_GENERATE, body, final=True)
+        if self.journal is not None:
+            self.journal(job, body, outcome, now)
 
     @property
     def busy(self) -> bool:

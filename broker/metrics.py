@@ -170,6 +170,15 @@ class MetricsBook:
         """Every known peer's metrics, by name; reading them does not count as a use."""
         return sorted(self._peers.items())
 
+    def ordered(self) -> list[tuple[str, PeerMetrics]]:
+        """Every known peer's metrics, least recently used first (the order kept on disk)."""
+        return list(self._peers.items())
+
+    def restore(self, name: str, metrics: PeerMetrics) -> None:
+        """Put back a peer's metrics kept from an earlier run, as its most recent use."""
+        self._peers.pop(name, None)
+        self._peers[name] = metrics
+
     def forget(self, name: str) -> None:
         self._peers.pop(name, None)
 

@@ -94,6 +94,10 @@ class Registry:
     def names(self) -> set[str]:
         return {s.peer for s in self._slots.values()}
 
+    def anonymous(self) -> set[str]:
+        """Peers named after a socket identity (strict MDP workers): gone for good once gone."""
+        return {s.peer for s in self._slots.values() if s.anonymous}
+
     def holder(self, name: str) -> Slot | None:
         """A live slot that goes by this peer name."""
         return next((s for s in self._slots.values() if s.peer == name), None)

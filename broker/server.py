@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,8 @@ import zmq.asyncio
 from broker.delivery import Delivery, Sent
 from broker.adaptive import DEFAULT_CAP_S, DEFAULT_FLOOR_S, Learning
 from broker.generate import GenerateService
+from broker.history import DEFAULT_HISTORY_SIZE, History, limit_of
+from broker.keeper import Keeper
 from broker.local_clients import LocalClients, Sink
 from broker.policy import CANCEL_GRACE_S, MAX_JOB_CANDIDATES, MAX_JOBS, Limits, TimeoutPolicy
 from broker.metrics import MetricsBook
@@ -31,6 +34,7 @@ from broker.peers import PeerSettings, Weights
 from broker.registry import Registry, Slot
 from broker.routing import Router
 from broker.status import status_map
+from broker.store import Store
 from broker.verdicts import BAD_REQUEST
 from broker.zap import ServerKeys, secure
 from common import __version__
@@ -67,6 +71,8 @@ class BrokerConfig:
     timeout_cap_s: float = DEFAULT_CAP_S
     curve: ServerKeys | None = None  # --secure: CURVE with allowed keys
     cancel_grace_s: float = CANCEL_GRACE_S
+    state_file: Path | None = None  # peer metrics and job history kept here (None: in memory)
+    history_size: int = DEFAULT_HISTORY_SIZE
     peers: dict[str, PeerSettings] = field(default_factory=dict)  # [peers] of the config file
 
 
@@ -76,6 +82,10 @@ class Broker:
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.registry = Registry(config.heartbeat_s, config.liveness)
         self.metrics = MetricsBook()
+        self.history = History(config.history_size)
+        self.keeper = Keeper(Store(config.state_file, config.history_size), self.metrics,
+                             self.history, lambda: self.registry.anonymous())
+        self.keeper.load()
         self.local = LocalClients()  # in-process clients: the HTTP API
         self.outbox = Outbox(self.local)
         self.delivery = Delivery(self._send_now)
@@ -85,7 +95,8 @@ class Broker:
                                       Learning(config.timeout_floor_s, config.timeout_cap_s))
         self.generate = GenerateService(self.registry, self.metrics, self.outbox, self.timeouts,
                                         self.voter, Limits(config.max_jobs, config.max_candidates),
-                                        config.cancel_grace_s, Weights.of(config.peers))
+                                        config.cancel_grace_s, self.keeper.job_ended,
+                                        Weights.of(config.peers))
         self.router = Router(self.registry, self.outbox, config.timeout_s)
         self.stats = {"errors": 0, "messages": 0}
         self.rejected = Rejections()  # every message refused, by reason (swarm.status)
@@ -123,6 +134,7 @@ class Broker:
                 self.housekeeping(now)
                 self._flush(now)
         finally:
+            self._guarded("saving the broker's state", self.keeper.close)
             self.voter.shutdown(wait=False, cancel_futures=True)
             self.socket.close(linger=0)
             if self._zap is not None:
@@ -230,6 +242,8 @@ class Broker:
             self.generate.submit(client, delimited, request, now)
         elif req.service == F.SERVICE_CANCEL:
             self._cancel(client, delimited, req, now)
+        elif req.service == F.SERVICE_HISTORY:
+            self._history(client, delimited, req)
         elif req.service == F.SERVICE_STATUS:
             body = status_map(self.registry, self.metrics, self._broker_info(now),
                               self.advertised(), now, self.timeouts)
@@ -251,9 +265,19 @@ class Broker:
         count = self.generate.cancel_client(client, now, job)
         self.outbox.reply(client, delimited, req.service, {"cancelled": count}, final=True)
 
+    def _history(self, client: bytes, delimited: bool, req: ClientRequest) -> None:
+        try:
+            limit = limit_of(unpack_body(req.body) if req.body else {})
+        except BodyError as e:
+            self.rejected.add("bad_request")
+            self.outbox.error(client, delimited, req.service, f"{BAD_REQUEST}: {e}")
+            return
+        self.outbox.reply(client, delimited, req.service, {"jobs": self.history.recent(limit)},
+                          final=True)
+
     def _mmi(self, client: bytes, delimited: bool, req: ClientRequest) -> None:
         wanted = req.body[0] if req.body else b""
-        own = (F.SERVICE_STATUS, F.SERVICE_CANCEL, F.MMI_SERVICE)
+        own = (F.SERVICE_STATUS, F.SERVICE_CANCEL, F.SERVICE_HISTORY, F.MMI_SERVICE)
         known = wanted in own or bool(self.registry.serving(wanted))
         self._plain(client, delimited, req.service, b"200" if known else b"404")
 
@@ -286,7 +310,7 @@ class Broker:
     def _on_ready(self, identity: bytes, delimited: bool, msg: Ready, slot: Slot | None,
                   now: float) -> None:
         if slot is not None or msg.service.startswith(F.MMI_PREFIX) or \
-                msg.service in (F.SERVICE_STATUS, F.SERVICE_CANCEL):
+                msg.service in (F.SERVICE_STATUS, F.SERVICE_CANCEL, F.SERVICE_HISTORY):
             self.rejected.add("unexpected")
             if slot is not None:
                 self._disconnect(slot, "sent READY twice", now)
@@ -356,6 +380,7 @@ class Broker:
             self.outbox.send(slot.identity, slot.delimited, Heartbeat(), droppable=True)
         self._guarded("job timeouts", self._generate_tick, now)
         self._guarded("routing timeouts", self._route_tick, now)
+        self._guarded("keeping state", self.keeper.tick, now)
 
     def _purge(self, now: float) -> None:
         for slot in self.registry.purge(now):
@@ -382,7 +407,7 @@ class Broker:
         return {"version": __version__, "endpoint": self.endpoint, "swarm": self.config.swarm,
                 "uptime_s": round(now - self.started_at, 3),
                 "jobs_active": len(self.generate.jobs), **self.stats,
-                "malformed": self.rejected["malformed"],
+                "malformed": self.rejected["malformed"], "state": self.keeper.info(),
                 **self.generate.stats, **self.delivery.stats, "rejected": self.rejections()}
 
     def rejections(self) -> dict[str, int]:

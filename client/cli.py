@@ -16,11 +16,13 @@ from rich.console import Console
 
 from client.chat import Messages, chat
 from client.client import CONNECT_TIMEOUT_S, RETRIES, SwarmClient
+from client.history_view import JobCount, history_lines
 from client.local import local_swarm_thread
 from client.render import (Progress, Streamer, json_result, peer_lines, peers_table, plain,
                            summary)
 from client.vote_table import WIDTH, vote_table
 from common import frames as F
+from broker.history import DEFAULT_LIMIT
 from common import logs
 from common.bodies import (DEFAULT_STRATEGY, MAX_CANDIDATES, MAX_TOKENS, STRATEGIES,
                            GenerateRequest, Sampling)
@@ -66,7 +68,7 @@ def _question(words: tuple[str, ...], as_json: bool) -> str | None:
     return question
 
 
-def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
+def _check_usage(ctx: click.Context, peers: bool, local: bool, history: int | None) -> None:
     given = {name for name in ("model_path", "instances")
              if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT}
     if given and not local:
@@ -77,6 +79,9 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
         raise click.UsageError("--peers asks a running broker; it cannot be used with --local")
     if peers and ctx.params["question"]:
         raise click.UsageError("--peers takes no question")
+    if history is not None and (local or peers or ctx.params["question"]):
+        raise click.UsageError("--history asks a running broker: it takes no question, "
+                               "--local or --peers")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,6 +126,9 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--peers", is_flag=True, help="List the workers with their metrics, then exit.")
+@click.option("--history", type=JobCount(), is_flag=False,
+              flag_value=DEFAULT_LIMIT, default=None, metavar="[N]",
+              help=f"List the broker's N most recent jobs (default {DEFAULT_LIMIT}), then exit.")
 @click.option("--local", is_flag=True, help="Run an embedded broker + worker on loopback.")
 @click.option("--model", "model_path", default=None, metavar="PATH",
               help="With --local: GGUF model [default: the bundled Gemma 3 270M].")
@@ -136,7 +144,7 @@ def _check_usage(ctx: click.Context, peers: bool, local: bool) -> None:
 @click.pass_context
 def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens, temperature,
          top_p, spread, greedy, quorum, seed, timeout_s, connect_timeout_s, retries, raw, stop,
-         as_json, peers, local, model_path, instances, secure, key_dir, broker_key, keygen,
+         as_json, peers, history, local, model_path, instances, secure, key_dir, broker_key, keygen,
          verbose):
     """Ask the swarm QUESTION (the words are joined; none: stdin, or a chat on a terminal)."""
     if keygen:
@@ -144,9 +152,10 @@ def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens
             raise click.UsageError("--keygen takes no question")
         make_keys(CLIENT, key_dir, False, as_json)
         return
-    _check_usage(ctx, peers, local)
-    text = None if peers else _question(question, as_json)
-    if text is None and raw and not peers:
+    _check_usage(ctx, peers, local, history)
+    service = peers or history is not None  # asks the broker itself, not the swarm
+    text = None if service else _question(question, as_json)
+    if text is None and raw and not service:
         raise click.UsageError("--raw needs a question")
     logs.setup(verbose, quiet=not verbose)
     sampling = Sampling(prompt="", max_tokens=max_tokens, temperature=temperature,
@@ -165,6 +174,8 @@ def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens
             session = Session(client, template, raw, as_json, text is None, verbose > 0)
             if peers:
                 asyncio.run(_peers(client, as_json, timeout_s))
+            elif history is not None:
+                asyncio.run(_history(client, history, as_json, timeout_s))
             elif text is None:
                 chat(lambda messages: _answer(session, messages))
             else:
@@ -271,3 +282,11 @@ async def _peers(client: SwarmClient, as_json: bool, timeout_s: float) -> None:
         peers_table(status["peers"], Console())
     else:
         click.echo("\n".join(peer_lines(status["peers"])))
+
+
+async def _history(client: SwarmClient, limit: int, as_json: bool, timeout_s: float) -> None:
+    jobs = await client.history(limit, min(timeout_s, 10.0))
+    if as_json:
+        click.echo(json.dumps(plain(jobs), indent=2))
+    else:
+        click.echo("\n".join(history_lines(jobs)))

@@ -36,7 +36,7 @@ CANCEL_WAIT_S = 0.5  # on Ctrl-C, how long we wait for the broker to confirm swa
 CANCEL_LINGER_MS = 200
 REJOIN_POLL_S = 0.2  # on a retry, how often we ask whether the service is back (doubling)
 REJOIN_POLL_MAX_S = 2.0
-_OWN_SERVICES = (F.SERVICE_STATUS, F.SERVICE_CANCEL)  # the broker's own: always there
+_OWN_SERVICES = (F.SERVICE_STATUS, F.SERVICE_CANCEL, F.SERVICE_HISTORY)  # the broker's own: always there
 _WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | REFUSED_EVENTS
 
 
@@ -141,6 +141,13 @@ class SwarmClient:
         if not isinstance(peers, list) or not all(isinstance(p, dict) for p in peers):
             raise RequestFailed("the broker's status has no list of peers")
         return status
+
+    async def history(self, limit: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+        """The broker's most recent jobs, newest first (broker/history.py: one map each)."""
+        jobs = (await self.call(F.SERVICE_HISTORY, {"limit": limit}, timeout_s)).get("jobs")
+        if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
+            raise RequestFailed("the broker's history has no list of jobs")
+        return jobs
 
     async def has_service(self, service: str, timeout_s: float = 5.0) -> bool:
         body = await self.request(F.MMI_SERVICE, (service.encode(),), timeout_s)

@@ -35,6 +35,7 @@ WORKER_COMMAND_NAMES = {
 SERVICE_GENERATE = b"generate"
 SERVICE_STATUS = b"swarm.status"
 SERVICE_CANCEL = b"swarm.cancel"  # body {} or {job}: drop this client's job(s), reply {cancelled}
+SERVICE_HISTORY = b"swarm.history"  # body {} or {limit}: reply {jobs}, the newest first
 MMI_SERVICE = b"mmi.service"  # RFC 8: body is a service name, reply "200" or "404"
 MMI_PREFIX = b"mmi."
 

@@ -1,0 +1,113 @@
+"""Recent jobs: what `swarm.history` answers, and what the broker keeps of each ended job.
+
+Pure bookkeeping. A record keeps no text of the question or of any answer: the question is a
+digest (the first DIGEST_HEX hex digits of the SHA-256 of the prompt or of the messages),
+so two jobs can be told to be the same question without anyone reading it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import deque
+from typing import Any
+
+from broker.jobs import Candidate, Job
+from common.bodies import Sampling
+from common.codec import number
+
+DEFAULT_HISTORY_SIZE = 1000  # jobs kept (swarm-broker --history-size)
+MAX_HISTORY_SIZE = 1_000_000
+DEFAULT_LIMIT = 20           # jobs a swarm.history request gets unless it names a limit
+MAX_LIMIT = 1000             # the most one request gets (a reply stays well under a body's limit)
+MAX_ERROR_CHARS = 300        # of a candidate's or a job's error kept in a record
+DIGEST_HEX = 16
+
+
+def digest(sampling: Sampling) -> str:
+    """The question's digest: the prompt, or the messages as canonical JSON."""
+    if sampling.prompt is not None:
+        data = sampling.prompt
+    else:
+        data = json.dumps(list(sampling.messages or ()), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_HEX]
+
+
+def record(job: Job, body: dict[str, Any], outcome: str, now: float,
+           wall: float | None = None) -> dict[str, Any]:
+    """What is kept of a job that ended with this FINAL `body` at `now` (monotonic)."""
+    wall = time.time() if wall is None else wall
+    winner = body.get("winner") if isinstance(body.get("winner"), dict) else None
+    vote = body.get("vote") if isinstance(body.get("vote"), dict) else {}
+    return {
+        "job": job.id,
+        "at": round(wall, 3),                       # when it ended, wall clock (UNIX s)
+        "question": digest(job.request.sampling),
+        "strategy": job.request.strategy,
+        "method": vote.get("method"),
+        "outcome": outcome,
+        "error": _short(body.get("error")),
+        "winner": {"peer": winner.get("peer"), "cand": winner.get("cand")} if winner else None,
+        "candidates": [_candidate(c) for c in job.candidates],
+        "total_s": round(max(0.0, now - job.created_at), 4),
+    }
+
+
+def _candidate(cand: Candidate) -> dict[str, Any]:
+    return {"cand": cand.index, "peer": cand.peer, "state": cand.state,
+            "ok": cand.state == "done", "tokens": cand.completion_tokens,
+            "ttft_s": _rounded(cand.ttft_s), "latency_s": _rounded(cand.latency_s),
+            "error": _short(cand.error) if cand.state != "done" else None}
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _short(text: Any) -> str | None:
+    return text[:MAX_ERROR_CHARS] if isinstance(text, str) else None
+
+
+def limit_of(body: dict[str, Any]) -> int:
+    """The `limit` a swarm.history request asks for; BodyError naming it if it is bad."""
+    return number(body, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT, integer=True)
+
+
+class History:
+    """The most recent `size` job records, oldest first."""
+
+    def __init__(self, size: int = DEFAULT_HISTORY_SIZE) -> None:
+        if not 1 <= size <= MAX_HISTORY_SIZE:
+            raise ValueError(f"a history keeps 1 to {MAX_HISTORY_SIZE} jobs, not {size}")
+        self.size = size
+        self._jobs: deque[dict[str, Any]] = deque(maxlen=size)
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self._jobs.append(rec)
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` records, newest first."""
+        out = []
+        for rec in reversed(self._jobs):
+            if len(out) >= limit:
+                break
+            out.append(rec)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+
+def valid_record(rec: Any) -> bool:
+    """Whether a record read back from disk has the shape `record` gives (else it is skipped)."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("job"), str):
+        return False
+    at, total = rec.get("at"), rec.get("total_s")
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                  for x in (at, total))
+    cands = rec.get("candidates")
+    return numbers and isinstance(cands, list) and all(isinstance(c, dict) for c in cands) \
+        and (rec.get("winner") is None or isinstance(rec.get("winner"), dict))
+
