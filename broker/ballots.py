@@ -17,6 +17,7 @@ from broker import quorum
 from broker.jobs import DONE, Candidate, Job
 from broker.judge import Judgement, judge_sampling
 from broker.metrics import MetricsBook
+from broker.peers import EVEN, Weights
 from broker.tool_vote import NoValidCall, Offer, count
 from broker.verdicts import InlineVoter, all_failed, answers, error_map, result_map
 from broker.voting import clip, normalise
@@ -43,12 +44,12 @@ def _judgement(job: Job) -> Judgement | None:
     return Judgement(job.judge_order, text, judge.peer, judge.error)
 
 
-def decided(job: Job, now: float) -> str | None:
+def decided(job: Job, now: float, weights: Weights = EVEN) -> str | None:
     """Why the candidates still open can be stopped now, if they can: the first answer is
     in (strategy first), or early quorum (recorded on the job)."""
     if first_is_in(job):
         return "the first answer won"
-    if quorum.applies(job) and quorum.reached(job):
+    if quorum.applies(job) and quorum.reached(job, weights):
         job.quorum_saved_s = quorum.saved_s(job, now)
         job.quorum_cancelled = sum(1 for c in job.candidates if not c.ended)
         return "early quorum: the vote was decided"
@@ -56,8 +57,9 @@ def decided(job: Job, now: float) -> str | None:
 
 
 class Ballots:
-    def __init__(self, metrics: MetricsBook, voter=None) -> None:
+    def __init__(self, metrics: MetricsBook, voter=None, weights: Weights = EVEN) -> None:
         self.metrics = metrics
+        self.weights = weights  # each peer's weight in majority-style votes
         self.voter = voter or InlineVoter()
         self.votes: dict[str, Future] = {}
 
@@ -84,7 +86,7 @@ class Ballots:
             return error_map(job, all_failed(job))
         job.voting = True
         try:
-            ballot = answers(job, lambda peer: self.metrics.peer(peer).reliability)
+            ballot = answers(job, lambda peer: self.metrics.peer(peer).reliability, self.weights)
             if job.leader is not None and job.candidates[job.leader].state == DONE:
                 ballot = [a for a in ballot if a.cand == job.leader]  # what was streamed wins
             self.votes[job.id] = self.voter.submit(count, job.request.strategy, ballot,

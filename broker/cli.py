@@ -12,6 +12,7 @@ import click
 from broker.adaptive import DEFAULT_CAP_S, DEFAULT_FLOOR_S
 from broker.history import DEFAULT_HISTORY_SIZE, MAX_HISTORY_SIZE
 from broker.http_api import DEFAULT_HTTP, KEEPALIVE_S, HttpApi
+from broker.peers import parse_peers
 from broker.policy import CANCEL_GRACE_S, MAX_JOB_CANDIDATES, MAX_JOBS
 from broker.server import Broker, BrokerConfig
 from broker.store import FILE_NAME as STATE_FILE
@@ -19,6 +20,7 @@ from broker.zap import ServerKeys
 from common import frames as F
 from common import logs, node_id
 from common.cli_types import bind_endpoint, http_address, mdns_options, seconds, version_option
+from common.config import config_option
 from common.curve import ALLOWED_DIR_NAME, BROKER, AllowedKeys, default_key_dir, load_keypair
 from common.curve_cli import KeygenGroup, keygen_command, secure_options
 from common.endpoints import bind_host
@@ -30,7 +32,8 @@ from common.runner import run_until_signalled
 log = logging.getLogger(__name__)
 
 
-def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
+def _peer_timeouts(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
+    """click callback for --peer-timeout: NAME=SECONDS pairs, as a dict."""
     out = {}
     for value in values:
         name, sep, secs = value.partition("=")
@@ -45,6 +48,7 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
 
 
 @click.group(cls=KeygenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@config_option("broker.toml", tables={"peers": parse_peers})
 @click.option("--bind", default=F.DEFAULT_BROKER_BIND, show_default=True, callback=bind_endpoint,
               help="ZeroMQ endpoint for clients and workers (tcp://HOST:PORT, HOST * for all).")
 @click.option("--heartbeat-s", type=seconds(hi=MAX_HEARTBEAT_S), default=F.DEFAULT_HEARTBEAT_S,
@@ -59,7 +63,7 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
               help="A peer's learned timeout is never longer than this.")
 @click.option("--first-token-timeout-s", type=seconds(), default=None,
               help="Fail a candidate whose first token takes longer than this.")
-@click.option("--peer-timeout", multiple=True, metavar="NAME=SECONDS",
+@click.option("--peer-timeout", multiple=True, metavar="NAME=SECONDS", callback=_peer_timeouts,
               help="Per-peer timeout override (repeatable).")
 @click.option("--cancel-grace-s", type=seconds(), default=CANCEL_GRACE_S, show_default=True,
               help="How long a slot told to stop may take to end; then it is disconnected.")
@@ -91,14 +95,16 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @version_option("swarm-broker")
 @click.pass_context
-def main(ctx, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_cap_s,
-         first_token_timeout_s, peer_timeout, cancel_grace_s, max_jobs, max_candidates, http,
+def main(ctx, config_file, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s,
+         timeout_cap_s, first_token_timeout_s, peer_timeout, cancel_grace_s, max_jobs,
+         max_candidates, http,
          api_key, sse_keepalive_s, state_dir, history_size, swarm, no_mdns, secure, key_dir,
          allowed_keys, log_format, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     if ctx.invoked_subcommand is not None:
         return
     logs.setup(verbose + 1, fmt=log_format)
+    config_file.announce()
     if timeout_floor_s > timeout_cap_s:
         raise click.BadParameter(f"the floor {timeout_floor_s:g} s is above the cap "
                                  f"{timeout_cap_s:g} s", param_hint="--timeout-floor-s")
@@ -107,10 +113,11 @@ def main(ctx, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_c
         log.warning("the broker listens on %s without --secure: anyone who can reach it can "
                     "serve answers or ask questions (see 'Securing a swarm' in the README)", bind)
     config = BrokerConfig(bind, heartbeat_s, liveness, timeout_s, first_token_timeout_s,
-                          _peer_timeouts(peer_timeout), max_jobs, max_candidates, swarm,
+                          peer_timeout, max_jobs, max_candidates, swarm,
                           timeout_floor_s=timeout_floor_s, timeout_cap_s=timeout_cap_s,
                           curve=curve, cancel_grace_s=cancel_grace_s,
-                          state_file=_state_file(state_dir), history_size=history_size)
+                          state_file=_state_file(state_dir), history_size=history_size,
+                          peers=config_file.table("peers", {}))
     broker = Broker(config)
     try:
         broker.bind()

@@ -17,6 +17,7 @@ from broker import ballots, quorum, scheduler
 from broker.jobs import DONE, RUNNING, Candidate, Job, new_job
 from broker.metrics import JOB_CANCELLED, JOB_FAILED, JOB_OK, MetricsBook
 from broker.outbox import Outbox
+from broker.peers import EVEN, Weights
 from broker.policy import CANCEL_GRACE_S, MAX_TEXT_CHARS, Limits, TimeoutPolicy
 from broker.registry import Registry, Slot
 from broker.ballots import Ballots
@@ -38,10 +39,11 @@ PRUNE_SLACK = 1024   # timers of ended jobs kept before they are pruned (and 8 p
 class GenerateService(Dispatch):
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
                  timeouts: TimeoutPolicy, voter=None, limits: Limits = Limits(),
-                 cancel_grace_s: float = CANCEL_GRACE_S, journal=None):
+                 cancel_grace_s: float = CANCEL_GRACE_S, journal=None,
+                 weights: Weights = EVEN):
         super().__init__(registry, metrics, outbox, timeouts, cancel_grace_s)
         self.journal = journal  # journal(job, final body, outcome, now): each ended job, once
-        self.ballots = Ballots(metrics, voter)
+        self.ballots = Ballots(metrics, voter, weights)
         self.limits = limits
         self.by_client: dict[bytes, set[str]] = defaultdict(set)
         self.candidates = 0                     # of all jobs in `jobs`
@@ -205,7 +207,7 @@ class GenerateService(Dispatch):
         """End the job if the vote needs nothing more from it."""
         if job.voting or job.id not in self.jobs:
             return
-        decided = ballots.decided(job, now)
+        decided = ballots.decided(job, now, self.ballots.weights)
         if decided:
             self._stop_rest(job, now, decided)
         if job.finished and job.judge is None and now < job.deadline and \

@@ -1,7 +1,9 @@
 """Early quorum: a majority-style vote ends once its leader cannot be overtaken. Pure.
 
-The leader's group must outnumber the runner-up's by more than the candidates still open
-(a tie would go to reliability, so it must be strictly more). Under `auto` the answers so
+The leader's group must outweigh the runner-up's by more than the candidates still open
+could add (a tie would go to reliability, so it must be strictly more). A done candidate
+weighs its peer's weight (broker/peers.py); an open one may yet fail and be retried on any
+peer, so it is counted at the heaviest weight there is. With every weight 1 that is a count. Under `auto` the answers so
 far must also keep auto on majority whatever the open ones say: at least half of all the
 answers that could be counted are already extracted.
 What that saved is an estimate: each open candidate would have written about as many
@@ -10,9 +12,10 @@ tokens as the done ones, at its own pace; the wall time saved is the longest rem
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import defaultdict
 
 from broker.jobs import DONE, RUNNING, Job
+from broker.peers import EVEN, Weights
 
 MAJORITY_STYLE = ("majority", "auto")
 
@@ -23,15 +26,17 @@ def applies(job: Job) -> bool:
             and not request.sampling.calls_tools and len(job.candidates) > 2)
 
 
-def reached(job: Job) -> bool:
+def reached(job: Job, weights: Weights = EVEN) -> bool:
     """Is the vote decided, whatever the candidates still open answer?"""
     done = [c for c in job.candidates if c.state == DONE and c.key is not None and c.text.strip()]
     open_ = sum(1 for c in job.candidates if not c.ended)
     if not open_ or not done:
         return False
-    ranked = Counter(c.key for c in done).most_common(2)
-    second = ranked[1][1] if len(ranked) > 1 else 0
-    if ranked[0][1] <= second + open_:
+    held: dict[str, float] = defaultdict(float)
+    for c in done:
+        held[c.key] += weights(c.peer)
+    ranked = sorted(held.values(), reverse=True) + [0.0]
+    if ranked[0] <= ranked[1] + open_ * weights.top:
         return False
     if job.request.strategy == "auto":
         extracted = sum(1 for c in done if not c.key.startswith("text:"))

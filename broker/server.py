@@ -29,6 +29,8 @@ from broker.local_clients import LocalClients, Sink
 from broker.policy import CANCEL_GRACE_S, MAX_JOB_CANDIDATES, MAX_JOBS, Limits, TimeoutPolicy
 from broker.metrics import MetricsBook
 from broker.outbox import Outbox
+from broker import peers
+from broker.peers import PeerSettings, Weights
 from broker.registry import Registry, Slot
 from broker.routing import Router
 from broker.status import status_map
@@ -61,7 +63,7 @@ class BrokerConfig:
     liveness: int = F.DEFAULT_LIVENESS
     timeout_s: float = F.DEFAULT_TIMEOUT_S
     first_token_timeout_s: float | None = None
-    peer_timeouts: dict[str, float] = field(default_factory=dict)
+    peer_timeouts: dict[str, float] = field(default_factory=dict)  # --peer-timeout: beats peers'
     max_jobs: int = MAX_JOBS
     max_candidates: int = MAX_JOB_CANDIDATES
     swarm: str = DEFAULT_SWARM
@@ -71,6 +73,7 @@ class BrokerConfig:
     cancel_grace_s: float = CANCEL_GRACE_S
     state_file: Path | None = None  # peer metrics and job history kept here (None: in memory)
     history_size: int = DEFAULT_HISTORY_SIZE
+    peers: dict[str, PeerSettings] = field(default_factory=dict)  # [peers] of the config file
 
 
 class Broker:
@@ -88,11 +91,12 @@ class Broker:
         self.delivery = Delivery(self._send_now)
         self.voter = ThreadPoolExecutor(1, thread_name_prefix="vote")
         self.timeouts = TimeoutPolicy(config.timeout_s, config.first_token_timeout_s,
-                                      dict(config.peer_timeouts),
+                                      {**peers.timeouts(config.peers), **config.peer_timeouts},
                                       Learning(config.timeout_floor_s, config.timeout_cap_s))
         self.generate = GenerateService(self.registry, self.metrics, self.outbox, self.timeouts,
                                         self.voter, Limits(config.max_jobs, config.max_candidates),
-                                        config.cancel_grace_s, self.keeper.job_ended)
+                                        config.cancel_grace_s, self.keeper.job_ended,
+                                        Weights.of(config.peers))
         self.router = Router(self.registry, self.outbox, config.timeout_s)
         self.stats = {"errors": 0, "messages": 0}
         self.rejected = Rejections()  # every message refused, by reason (swarm.status)
@@ -316,16 +320,31 @@ class Broker:
                 self.outbox.send(identity, delimited, Disconnect())
             return
         try:
-            profile = self._unique(WorkerProfile.from_frame(msg.profile, identity.hex()[:12]))
+            profile = WorkerProfile.from_frame(msg.profile, identity.hex()[:12])
         except BodyError as e:
             self.outbox.send(identity, delimited, Disconnect())
             raise ProtocolError(f"bad READY profile: {e}") from e
+        if self._refused(profile.name):
+            self.outbox.send(identity, delimited, Disconnect())
+            return
+        profile = self._unique(profile)
         self.registry.add(identity, msg.service, profile, delimited, now,
                           anonymous=msg.profile is None)
         self.metrics.peer(profile.name)  # known from now on, also once it is gone
         log.info("worker ready for '%s' (%s, %s)", msg.service.decode(), profile.backend,
                  profile.model, extra=logs.kv(peer=profile.name, slot=profile.slot))
         self._dispatch(now)
+
+    def _refused(self, name: str) -> bool:
+        """A peer the config file disables: its slots are refused (a few log lines however
+        often it comes back)."""
+        settings = self.config.peers.get(name)
+        if settings is None or not settings.disabled:
+            return False
+        if self.rejected.add("disabled_peer"):
+            log.info("refused a READY from a disabled peer (%d so far)",
+                     self.rejected["disabled_peer"], extra=logs.kv(peer=name))
+        return True
 
     def _unique(self, profile: WorkerProfile) -> WorkerProfile:
         """Two worker processes that call themselves the same get two peer names."""

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from broker.jobs import DONE, FAILED, Job
+from broker.peers import EVEN
 from broker.voting import Answer, Verdict
 
 # How a FINAL's error begins, by cause: spelled once, for clients that tell causes apart
@@ -22,10 +23,11 @@ BAD_REQUEST = "bad request"
 DEADLINE = "job deadline reached"   # a candidate's error when the job's deadline stopped it
 
 
-def answers(job: Job, reliability: Callable[[str], float]) -> list[Answer]:
+def answers(job: Job, reliability: Callable[[str], float],
+            weight: Callable[[str | None], float] = EVEN) -> list[Answer]:
     """A snapshot of the job's finished candidates, for a vote."""
     return [Answer(c.index, c.text, c.latency_s or 0.0, reliability(c.peer or ""),
-                   c.outcome.logprob if c.outcome else None)
+                   c.outcome.logprob if c.outcome else None, weight(c.peer))
             for c in job.done()]
 
 

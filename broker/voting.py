@@ -38,6 +38,7 @@ class Answer:
     latency_s: float
     reliability: float = 1.0       # the peer's success rate so far, 0..1
     logprob: float | None = None   # the mean token log-probability its worker reported
+    weight: float = 1.0            # its peer's weight in majority-style votes (broker/peers.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,17 +147,21 @@ def _says(groups: Groups, winner: int, text: str) -> str:
 
 
 def _count_line(answers: list[Answer], groups: Groups, v: Verdict) -> str:
-    n, size = len(answers), len(groups.members[groups.ids[v.winner]])
+    n, members = len(answers), groups.members[groups.ids[v.winner]]
     text = next(a.text for a in answers if a.cand == v.winner)
-    if size == 1 and n > 1:
+    if any(a.weight != 1.0 for a in answers):
+        held = sum(a.weight for a in answers if a.cand in members)
+        return (f"{len(members)} of {n} answers say {_says(groups, v.winner, text)}, "
+                f"weighing {held:g} of {sum(a.weight for a in answers):g} by peer weight")
+    if len(members) == 1 and n > 1:
         return (f"no two of the {n} answers agreed; {_says(groups, v.winner, text)} won the "
                 "tie on peer reliability, then speed")
-    return f"{size} of {n} answers say {_says(groups, v.winner, text)}"
+    return f"{len(members)} of {n} answers say {_says(groups, v.winner, text)}"
 
 
 def majority(answers: list[Answer], question: str = "", groups: Groups | None = None) -> Verdict:
     groups = groups or group(answers, question)
-    v, _ = _grouped_verdict(answers, groups, {a.cand: 1.0 for a in answers}, "majority")
+    v, _ = _grouped_verdict(answers, groups, {a.cand: a.weight for a in answers}, "majority")
     return _explained(v, _count_line(answers, groups, v))
 
 
@@ -179,6 +184,7 @@ def confidence(answers: list[Answer], question: str = "") -> Verdict:
         v = majority(answers, question, groups)
         return _explained(v, f"no answer reported its confidence, so plain majority: {v.reason}",
                           "confidence")
+    weights = {a.cand: weights[a.cand] * a.weight for a in answers}
     v, share = _grouped_verdict(answers, groups, weights, "confidence")
     return _explained(v, f"{_count_line(answers, groups, v)}, with {share:.0%} of the confidence")
 

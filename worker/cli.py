@@ -14,6 +14,7 @@ import click
 from common import frames as F
 from common import logs
 from common.cli_types import BROKER_ENV, connect_endpoint, mdns_options, seconds, version_option
+from common.config import config_option
 from common.curve import WORKER
 from common.curve_cli import (KeygenGroup, broker_key_option, client_keys, keygen_command,
                               secure_options)
@@ -39,6 +40,7 @@ def _auto_int(lo: int, hi: int | None = None):
 
 
 @click.group(cls=KeygenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@config_option("worker.toml", skip=("print_profile", "as_json"))
 @click.option("--broker", default=None, envvar=BROKER_ENV, show_envvar=True,
               callback=connect_endpoint,
               help="Broker endpoint (tcp://HOST:PORT) [default: found on mDNS; with --no-mdns "
@@ -79,13 +81,15 @@ def _auto_int(lo: int, hi: int | None = None):
 @click.option("-v", "--verbose", count=True, help="More logging (-v for debug).")
 @version_option("swarm-worker")
 @click.pass_context
-def main(ctx, broker, swarm, no_mdns, name, model_path, backend, instances, gpu_layers, threads,
-         seed_variation, n_ctx, timeout_hint_s, heartbeat_s, liveness, reconnect_s, print_profile,
+def main(ctx, config_file, broker, swarm, no_mdns, name, model_path, backend, instances,
+         gpu_layers, threads, seed_variation, n_ctx, timeout_hint_s, heartbeat_s, liveness,
+         reconnect_s, print_profile,
          as_json, secure, key_dir, broker_key, log_format, verbose):
     """Serve a local model to a Swarm broker."""
     if ctx.invoked_subcommand is not None:
         return
     logs.setup(verbose + (0 if print_profile else 1), fmt=log_format)
+    config_file.announce()
     if as_json and not print_profile:
         raise click.UsageError("--json goes with --print-profile")
     curve = None if print_profile else client_keys(secure, key_dir, broker_key, WORKER,
