@@ -12,14 +12,12 @@ from collections.abc import Iterator
 
 import click
 from click.core import ParameterSource
-from rich.console import Console
 
 from client.chat import Messages, chat
 from client.client import CONNECT_TIMEOUT_S, RETRIES, SwarmClient
-from client.history_view import JobCount, history_lines
+from client.history_view import JobCount
 from client.local import local_swarm_thread
-from client.peers_view import peer_lines, peers_table
-from client import peers_watch
+from client import broker_views as views
 from client.render import Progress, Streamer, json_result, plain, summary
 from client.vote_table import WIDTH, vote_table
 from common import frames as F
@@ -183,11 +181,11 @@ def main(ctx, question, broker, swarm, no_mdns, candidates, strategy, max_tokens
                                  retries=0 if watch else retries, on_retry=_retrying)
             session = Session(client, template, raw, as_json, text is None, verbose > 0)
             if watch:
-                _watch(client, as_json, timeout_s, interval_s)
+                views.watch(client, as_json, timeout_s, interval_s)
             elif peers:
-                asyncio.run(_peers(client, as_json, timeout_s))
+                asyncio.run(views.peers(client, as_json, timeout_s))
             elif history is not None:
-                asyncio.run(_history(client, history, as_json, timeout_s))
+                asyncio.run(views.history(client, history, as_json, timeout_s))
             elif text is None:
                 chat(lambda messages: _answer(session, messages))
             else:
@@ -284,26 +282,3 @@ async def _watched(session: Session, request: GenerateRequest) -> dict:
     if note:
         click.echo(f"note: {note}", err=True)
     return result
-
-
-async def _peers(client: SwarmClient, as_json: bool, timeout_s: float) -> None:
-    status = await client.status(min(timeout_s, 10.0))
-    if as_json:
-        click.echo(json.dumps(plain(status["peers"]), indent=2))
-    elif sys.stdout.isatty():
-        peers_table(status["peers"], Console())
-    else:
-        click.echo("\n".join(peer_lines(status["peers"])))
-
-
-async def _history(client: SwarmClient, limit: int, as_json: bool, timeout_s: float) -> None:
-    jobs = await client.history(limit, min(timeout_s, 10.0))
-    if as_json:
-        click.echo(json.dumps(plain(jobs), indent=2))
-    else:
-        click.echo("\n".join(history_lines(jobs)))
-def _watch(client: SwarmClient, as_json: bool, timeout_s: float, interval_s: float) -> None:
-    """--peers --watch: one try an interval (the next interval is the retry), until Ctrl-C."""
-    def fetch() -> list[dict]:
-        return asyncio.run(client.status(min(timeout_s, 10.0)))["peers"]
-    peers_watch.watch(fetch, peers_watch.Watch(client.broker, interval_s), sys.stdout, as_json)
