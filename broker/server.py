@@ -10,6 +10,7 @@ lets more pile up than `Delivery` allows is cut off and treated as gone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,12 +42,15 @@ from common.messages import (ClientReply, ClientRequest, Disconnect, Heartbeat, 
                              WorkerReply, decode)
 from common.profile import WorkerProfile
 from common.rejections import Rejections
+from common.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000   # messages handled per pass before housekeeping gets a turn
 TICK_MAX_S = 0.25  # the longest the loop sleeps
 BUSY_TICK_S = 0.005  # while a vote is counted elsewhere (a backlog says when it is due)
+SHUTDOWN_GRACE_S = 30.0  # how long running jobs may take to finish once a stop is asked for
+LAST_FLUSH_S = 1.0       # how long a stopping broker tries to deliver what is backed up
 
 
 @dataclass(slots=True)
@@ -64,11 +68,17 @@ class BrokerConfig:
     timeout_cap_s: float = DEFAULT_CAP_S
     curve: ServerKeys | None = None  # --secure: CURVE with allowed keys
     cancel_grace_s: float = CANCEL_GRACE_S
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig, ctx: zmq.asyncio.Context | None = None):
+    def __init__(self, config: BrokerConfig, ctx: zmq.asyncio.Context | None = None,
+                 notifier: Notifier | None = None):
         self.config = config
+        self.notifier = notifier or Notifier()  # systemd's: READY, STOPPING, the watchdog
+        self.stop_at: float | None = None  # a graceful stop was asked for: the grace ends then
+        self.mdns_settled = True  # the CLI clears it until its mDNS advert is registered
+        self.ready_sent = False
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.registry = Registry(config.heartbeat_s, config.liveness)
         self.metrics = MetricsBook()
@@ -111,6 +121,7 @@ class Broker:
     async def run(self) -> None:
         if self.socket is None:
             self.bind()
+        linger_ms = 0
         try:
             while True:
                 if await self.socket.poll(int(self._tick_s() * 1000), zmq.POLLIN):
@@ -118,11 +129,53 @@ class Broker:
                 now = time.monotonic()
                 self.housekeeping(now)
                 self._flush(now)
+                if self._stopped(now):
+                    await self._last_flush()
+                    linger_ms = int(LAST_FLUSH_S * 1000)  # what is queued still goes out
+                    return
         finally:
             self.voter.shutdown(wait=False, cancel_futures=True)
-            self.socket.close(linger=0)
+            self.socket.close(linger=linger_ms)
             if self._zap is not None:
                 self._zap.stop()
+
+    # -- a graceful stop -------------------------------------------------------------------
+    def shutdown(self, grace_s: float | None = None) -> None:
+        """Stop gracefully (a signal handler calls this): new jobs are refused, running ones
+        have `grace_s` to finish; then `run` fails the rest, says goodbye and returns."""
+        if self.stop_at is not None:
+            return
+        grace_s = self.config.shutdown_grace_s if grace_s is None else grace_s
+        self.stop_at = time.monotonic() + grace_s
+        self.generate.drain()
+        running = len(self.generate.jobs)
+        log.info("shutting down: %d job(s) running get %g s to finish", running, grace_s)
+        self.notifier.stopping(f"draining {running} job(s) within {grace_s:g} s")
+
+    def advertised_now(self) -> None:
+        """The mDNS advert is registered (or failed to be): READY may go out."""
+        self.mdns_settled = True
+
+    def _stopped(self, now: float) -> bool:
+        """Whether a graceful stop is complete: every job ended (those the grace did not
+        see through with a FINAL that says so) and every worker told DISCONNECT."""
+        if self.stop_at is None or (now < self.stop_at and not self.generate.drained):
+            return False
+        failed = self.generate.fail_all(
+            now, f"it did not finish within the {self.config.shutdown_grace_s:g} s grace")
+        if failed:
+            log.warning("shutting down: %d job(s) did not finish in time; failed them", failed)
+        for slot in self.registry.all():
+            self._guarded("a goodbye", self._disconnect, slot, "the broker is shutting down", now)
+        self._flush(now)
+        return True
+
+    async def _last_flush(self) -> None:
+        """Deliver what backed-up peers can still take, for a moment at most."""
+        end = time.monotonic() + LAST_FLUSH_S
+        while self.delivery.pending and time.monotonic() < end:
+            await asyncio.sleep(self.delivery.wait_s(time.monotonic()) or 0.005)
+            self._flush(time.monotonic())
 
     def _tick_s(self) -> float:
         if self.generate.busy:
@@ -337,6 +390,10 @@ class Broker:
             self.outbox.send(slot.identity, slot.delimited, Heartbeat(), droppable=True)
         self._guarded("job timeouts", self._generate_tick, now)
         self._guarded("routing timeouts", self._route_tick, now)
+        self.notifier.watchdog(now)  # from the loop itself: a wedged loop stops feeding it
+        if not self.ready_sent and self.mdns_settled and self.stop_at is None:
+            self.ready_sent = True  # bound, the HTTP API up (the CLI starts it first), advertised
+            self.notifier.ready(f"serving on {self.endpoint}")
 
     def _purge(self, now: float) -> None:
         for slot in self.registry.purge(now):
