@@ -12,7 +12,7 @@ import click
 from broker.adaptive import DEFAULT_CAP_S, DEFAULT_FLOOR_S
 from broker.http_api import DEFAULT_HTTP, KEEPALIVE_S, HttpApi
 from broker.policy import CANCEL_GRACE_S, MAX_JOB_CANDIDATES, MAX_JOBS
-from broker.server import SHUTDOWN_GRACE_S, Broker, BrokerConfig
+from broker.server import LAST_FLUSH_S, SHUTDOWN_GRACE_S, Broker, BrokerConfig
 from broker.zap import ServerKeys
 from common import frames as F
 from common import logs
@@ -115,6 +115,7 @@ def main(ctx, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_c
             log.warning("the HTTP API listens on %s without an API key: anyone who can reach "
                         "it can use the swarm (set --api-key or SWARM_API_KEY)", http[0])
     run_until_signalled(_serve(broker, not no_mdns, api), stop=broker.shutdown)
+    broker.ctx.destroy(linger=int(LAST_FLUSH_S * 1000))  # the last FINALs and goodbyes go out
     log.info("broker stopped")
 
 

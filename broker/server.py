@@ -419,6 +419,7 @@ class Broker:
     def _broker_info(self, now: float) -> dict:
         return {"version": __version__, "endpoint": self.endpoint, "swarm": self.config.swarm,
                 "uptime_s": round(now - self.started_at, 3),
+                "stopping": self.stop_at is not None,  # draining: new jobs are refused
                 "jobs_active": len(self.generate.jobs), **self.stats,
                 "malformed": self.rejected["malformed"],
                 **self.generate.stats, **self.delivery.stats, "rejected": self.rejections()}

@@ -116,6 +116,7 @@ def main(ctx, broker, swarm, no_mdns, name, model_path, backend, instances, gpu_
     node = WorkerNode(config, profile, backends, mdns=not no_mdns, notifier=Notifier.from_env(),
                       shutdown_grace_s=shutdown_grace_s)
     run_until_signalled(node.run(), stop=node.shutdown)
+    node.close()
     log.info("worker stopped")
 
 

@@ -25,7 +25,7 @@ from common.node_id import node_id
 from common.profile import WorkerProfile
 from common.sdnotify import Notifier
 from worker.backend import Backend
-from worker.session import SessionConfig, WorkerSession
+from worker.session import GOODBYE_LINGER_MS, SessionConfig, WorkerSession
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 30.0  # how long a slot may take to finish its candidate once told to stop
@@ -70,6 +70,11 @@ class WorkerNode:
         self.shutdown_grace_s = shutdown_grace_s
         self.sessions: list[WorkerSession] = []
         self.stopping = False
+
+    def close(self) -> None:
+        """After `run`: let the last FINALs and DISCONNECTs leave before the process ends
+        (a context not terminated drops what its sockets still queue)."""
+        self.ctx.destroy(linger=GOODBYE_LINGER_MS)
 
     def shutdown(self) -> None:
         """Stop gracefully (a signal handler calls this): each slot finishes its candidate

@@ -90,6 +90,7 @@ def main(broker, name, slots, tokens, token_delay_s, ignore_cancel, heartbeat_s,
     node = WorkerNode(config, profile, backends, notifier=Notifier.from_env(),
                       shutdown_grace_s=shutdown_grace_s)
     run_until_signalled(node.run(), stop=node.shutdown)
+    node.close()
 
 
 if __name__ == "__main__":
