@@ -86,7 +86,8 @@ def _peer_timeouts(values: tuple[str, ...]) -> dict[str, float]:
 @click.pass_context
 def main(ctx, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s, timeout_cap_s,
          first_token_timeout_s, peer_timeout, cancel_grace_s, shutdown_grace_s, max_jobs,
-         max_candidates, http, api_key, sse_keepalive_s, swarm, no_mdns, secure, key_dir, allowed_keys, verbose):
+         max_candidates, http, api_key, sse_keepalive_s, swarm, no_mdns, secure, key_dir,
+         allowed_keys, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     if ctx.invoked_subcommand is not None:
         return

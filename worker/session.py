@@ -217,7 +217,9 @@ class WorkerSession:
 
     def _wait_s(self, link: "_Link") -> float:
         wait = link.wait_s()
-        return wait if self.stop_by is None else min(wait, max(0.0, self.stop_by - time.monotonic()))
+        if self.stop_by is None:
+            return wait
+        return min(wait, max(0.0, self.stop_by - time.monotonic()))  # the grace's end
 
     def _goodbye(self, sock: zmq.asyncio.Socket, link: "_Link") -> bool:
         """Stopping: once the candidate in hand is answered (or the grace is over) say
