@@ -10,7 +10,7 @@ lets more pile up than `Delivery` allows is cut off and treated as gone.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +51,7 @@ TICK_MAX_S = 0.25  # the longest the loop sleeps
 BUSY_TICK_S = 0.005  # while a vote is counted elsewhere (a backlog says when it is due)
 SHUTDOWN_GRACE_S = 30.0  # how long running jobs may take to finish once a stop is asked for
 LAST_FLUSH_S = 1.0       # how long a stopping broker tries to deliver what is backed up
+GOODBYE_S = 0.3          # and at least how long it reads (and drops) what workers still send
 
 
 @dataclass(slots=True)
@@ -171,10 +172,16 @@ class Broker:
         return True
 
     async def _last_flush(self) -> None:
-        """Deliver what backed-up peers can still take, for a moment at most."""
-        end = time.monotonic() + LAST_FLUSH_S
-        while self.delivery.pending and time.monotonic() < end:
-            await asyncio.sleep(self.delivery.wait_s(time.monotonic()) or 0.005)
+        """Deliver what backed-up peers can still take, for a moment at most, reading (and
+        dropping) what workers still send meanwhile: a socket closed with unread data resets
+        the connection, and a reset can lose the DISCONNECT just sent before it."""
+        start = time.monotonic()
+        while (now := time.monotonic()) < start + LAST_FLUSH_S and \
+                (self.delivery.pending or now < start + GOODBYE_S):
+            if await self.socket.poll(10, zmq.POLLIN):
+                with contextlib.suppress(zmq.Again):
+                    for _ in range(MAX_BATCH):
+                        await self.socket.recv_multipart(zmq.NOBLOCK)
             self._flush(time.monotonic())
 
     def _tick_s(self) -> float:

@@ -209,6 +209,7 @@ class WorkerSession:
                     _send(sock, Heartbeat().to_frames())  # one the broker cannot take: dropped
                     link.sent_now()
                 if self.stop_by is not None and self._goodbye(sock, link):
+                    recv = await _read_out(sock, recv)
                     return link.was_accepted()
         finally:
             recv.cancel()
@@ -377,6 +378,19 @@ class WorkerSession:
             if outcome.error is not None and outcome.error_kind == ERROR_REQUEST:
                 log.info("slot %d: job %s cannot be served: %s", self.profile.slot, task.job, outcome.error)
         put((work, outcome, True))
+
+
+async def _read_out(sock: zmq.asyncio.Socket, recv: asyncio.Future) -> asyncio.Future:
+    """After a goodbye, read (and drop) what the broker still sends for a moment: a socket
+    closed with unread data resets the connection, which can lose the goodbye. Returns the
+    receive still pending, for the caller to cancel."""
+    end = time.monotonic() + GOODBYE_LINGER_MS / 1000
+    while (left := end - time.monotonic()) > 0:
+        done, _ = await asyncio.wait({recv}, timeout=left)
+        if not done or recv.exception() is not None:
+            break
+        recv = asyncio.ensure_future(sock.recv_multipart())
+    return recv
 
 
 def _send(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:
