@@ -14,7 +14,7 @@ from broker.history import DEFAULT_HISTORY_SIZE, MAX_HISTORY_SIZE
 from broker.http_api import DEFAULT_HTTP, KEEPALIVE_S, HttpApi
 from broker.peers import parse_peers
 from broker.policy import CANCEL_GRACE_S, MAX_JOB_CANDIDATES, MAX_JOBS
-from broker.server import Broker, BrokerConfig
+from broker.server import LAST_FLUSH_S, SHUTDOWN_GRACE_S, Broker, BrokerConfig
 from broker.store import FILE_NAME as STATE_FILE
 from broker.zap import ServerKeys
 from common import frames as F
@@ -28,6 +28,7 @@ from common.errors import ConfigError
 from common.discovery import broker_mdns
 from common.profile import MAX_HEARTBEAT_S
 from common.runner import run_until_signalled
+from common.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ def _peer_timeouts(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
               help="Per-peer timeout override (repeatable).")
 @click.option("--cancel-grace-s", type=seconds(), default=CANCEL_GRACE_S, show_default=True,
               help="How long a slot told to stop may take to end; then it is disconnected.")
+@click.option("--shutdown-grace-s", type=seconds(), default=SHUTDOWN_GRACE_S, show_default=True,
+              help="On SIGTERM, how long running jobs may take to finish (keep it under the "
+                   "unit's TimeoutStopSec); a second signal stops at once.")
 @click.option("--max-jobs", type=click.IntRange(1, 1_000_000), default=MAX_JOBS, show_default=True,
               help="Jobs in flight before new ones are refused as busy.")
 @click.option("--max-candidates", type=click.IntRange(1, 10_000_000), default=MAX_JOB_CANDIDATES,
@@ -96,10 +100,9 @@ def _peer_timeouts(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
 @version_option("swarm-broker")
 @click.pass_context
 def main(ctx, config_file, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s,
-         timeout_cap_s, first_token_timeout_s, peer_timeout, cancel_grace_s, max_jobs,
-         max_candidates, http,
-         api_key, sse_keepalive_s, state_dir, history_size, swarm, no_mdns, secure, key_dir,
-         allowed_keys, log_format, verbose):
+         timeout_cap_s, first_token_timeout_s, peer_timeout, cancel_grace_s, shutdown_grace_s,
+         max_jobs, max_candidates, http, api_key, sse_keepalive_s, state_dir, history_size,
+         swarm, no_mdns, secure, key_dir, allowed_keys, log_format, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     if ctx.invoked_subcommand is not None:
         return
@@ -117,8 +120,8 @@ def main(ctx, config_file, bind, heartbeat_s, liveness, timeout_s, timeout_floor
                           timeout_floor_s=timeout_floor_s, timeout_cap_s=timeout_cap_s,
                           curve=curve, cancel_grace_s=cancel_grace_s,
                           state_file=_state_file(state_dir), history_size=history_size,
-                          peers=config_file.table("peers", {}))
-    broker = Broker(config)
+                          peers=config_file.table("peers", {}), shutdown_grace_s=shutdown_grace_s)
+    broker = Broker(config, notifier=Notifier.from_env())
     try:
         broker.bind()
     except Exception as e:  # zmq raises ZMQError for a busy port or a bad endpoint
@@ -129,7 +132,8 @@ def main(ctx, config_file, bind, heartbeat_s, liveness, timeout_s, timeout_floor
         if not api_key and not _loopback(http[0]):
             log.warning("the HTTP API listens on %s without an API key: anyone who can reach "
                         "it can use the swarm (set --api-key or SWARM_API_KEY)", http[0])
-    run_until_signalled(_serve(broker, not no_mdns, api))
+    run_until_signalled(_serve(broker, not no_mdns, api), stop=broker.shutdown)
+    broker.ctx.destroy(linger=int(LAST_FLUSH_S * 1000))  # the last FINALs and goodbyes go out
     log.info("broker stopped")
 
 
@@ -190,7 +194,9 @@ async def _serve(broker: Broker, mdns: bool, api: HttpApi | None) -> None:
     try:
         curve = broker.config.curve
         key = curve.pair.public if curve is not None else ""
-        async with broker_mdns(broker.config.swarm, broker.endpoint, mdns, key) as workers:
+        broker.mdns_settled = False  # READY waits for the advert (or its failure)
+        async with broker_mdns(broker.config.swarm, broker.endpoint, mdns, key,
+                               on_settled=broker.advertised_now) as workers:
             if workers is not None:
                 broker.advertised = workers.adverts
             await broker.run()

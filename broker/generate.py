@@ -22,7 +22,7 @@ from broker.policy import CANCEL_GRACE_S, MAX_TEXT_CHARS, Limits, TimeoutPolicy
 from broker.registry import Registry, Slot
 from broker.ballots import Ballots
 from broker.dispatch import CANCEL_GRACE, Dispatch, need_of, used_by
-from broker.verdicts import BUSY, DEADLINE, NO_MODEL, NO_WORKER, error_map
+from broker.verdicts import BUSY, DEADLINE, NO_MODEL, NO_WORKER, SHUTTING_DOWN, error_map
 from broker.voting import answer_key
 from common import logs
 from common.bodies import CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Chunk, GenerateRequest, Outcome
@@ -48,6 +48,7 @@ class GenerateService(Dispatch):
         self.by_client: dict[bytes, set[str]] = defaultdict(set)
         self.candidates = 0                     # of all jobs in `jobs`
         self.stats = {"busy": 0, "malformed_replies": 0, "stale_replies": 0}
+        self.draining = False  # shutting down: running jobs go on, new ones are refused
 
     # -- client side -------------------------------------------------------------------
     def submit(self, client: bytes, delimited: bool, request: GenerateRequest, now: float) -> None:
@@ -66,6 +67,8 @@ class GenerateService(Dispatch):
         self.dispatch(now)
 
     def _refusal(self, request: GenerateRequest) -> str | None:
+        if self.draining:
+            return f"{SHUTTING_DOWN}: try another broker, or again once it is back"
         if not self.registry.serving(SERVICE_GENERATE):
             return f"{NO_WORKER}: start a swarm-worker"
         if not scheduler.Need(request.model).model_among(self.registry.models(SERVICE_GENERATE)):
@@ -87,6 +90,23 @@ class GenerateService(Dispatch):
             self._stop_rest(job, now, reason)
             self._end(job, error_map(job, reason), now, JOB_CANCELLED)
         return len(chosen)
+
+    # -- shutting down -------------------------------------------------------------------
+    def drain(self) -> None:
+        """Take no new jobs; the running ones go on (`drained` says when none is left)."""
+        self.draining = True
+
+    @property
+    def drained(self) -> bool:
+        return not self.jobs
+
+    def fail_all(self, now: float, reason: str) -> int:
+        """End every job still running with a FINAL that says why; returns how many."""
+        jobs = list(self.jobs.values())
+        for job in jobs:
+            self._stop_rest(job, now, reason)
+            self._end(job, error_map(job, f"{SHUTTING_DOWN}: {reason}"), now, JOB_FAILED)
+        return len(jobs)
 
     # -- worker side -------------------------------------------------------------------
     def on_reply(self, slot: Slot, reply: WorkerReply, now: float) -> None:

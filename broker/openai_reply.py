@@ -172,6 +172,8 @@ def job_error(final: dict[str, Any]) -> ApiError:
         return ApiError(503, text, code="no_live_worker", kind="service_unavailable")
     if text.startswith(V.BUSY):
         return ApiError(503, text, code="busy", kind="service_unavailable")
+    if text.startswith(V.SHUTTING_DOWN):
+        return ApiError(503, text, code="shutting_down", kind="service_unavailable")
     if text.startswith(V.BAD_REQUEST):
         return ApiError(400, text)
     return ApiError(502, text, code="candidates_failed", kind="upstream_error")

@@ -10,6 +10,7 @@ lets more pile up than `Delivery` allows is cut off and treated as gone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -48,12 +49,16 @@ from common.messages import (ClientReply, ClientRequest, Disconnect, Heartbeat, 
                              WorkerReply, decode)
 from common.profile import WorkerProfile
 from common.rejections import Rejections
+from common.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000   # messages handled per pass before housekeeping gets a turn
 TICK_MAX_S = 0.25  # the longest the loop sleeps
 BUSY_TICK_S = 0.005  # while a vote is counted elsewhere (a backlog says when it is due)
+SHUTDOWN_GRACE_S = 30.0  # how long running jobs may take to finish once a stop is asked for
+LAST_FLUSH_S = 1.0       # how long a stopping broker tries to deliver what is backed up
+GOODBYE_S = 0.3          # and at least how long it reads (and drops) what workers still send
 
 
 @dataclass(slots=True)
@@ -74,11 +79,17 @@ class BrokerConfig:
     state_file: Path | None = None  # peer metrics and job history kept here (None: in memory)
     history_size: int = DEFAULT_HISTORY_SIZE
     peers: dict[str, PeerSettings] = field(default_factory=dict)  # [peers] of the config file
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig, ctx: zmq.asyncio.Context | None = None):
+    def __init__(self, config: BrokerConfig, ctx: zmq.asyncio.Context | None = None,
+                 notifier: Notifier | None = None):
         self.config = config
+        self.notifier = notifier or Notifier()  # systemd's: READY, STOPPING, the watchdog
+        self.stop_at: float | None = None  # a graceful stop was asked for: the grace ends then
+        self.mdns_settled = True  # the CLI clears it until its mDNS advert is registered
+        self.ready_sent = False
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.registry = Registry(config.heartbeat_s, config.liveness)
         self.metrics = MetricsBook()
@@ -126,6 +137,7 @@ class Broker:
     async def run(self) -> None:
         if self.socket is None:
             self.bind()
+        linger_ms = 0
         try:
             while True:
                 if await self.socket.poll(int(self._tick_s() * 1000), zmq.POLLIN):
@@ -133,12 +145,60 @@ class Broker:
                 now = time.monotonic()
                 self.housekeeping(now)
                 self._flush(now)
+                if self._stopped(now):
+                    await self._last_flush()
+                    linger_ms = int(LAST_FLUSH_S * 1000)  # what is queued still goes out
+                    return
         finally:
             self._guarded("saving the broker's state", self.keeper.close)
             self.voter.shutdown(wait=False, cancel_futures=True)
-            self.socket.close(linger=0)
+            self.socket.close(linger=linger_ms)
             if self._zap is not None:
                 self._zap.stop()
+
+    # -- a graceful stop -------------------------------------------------------------------
+    def shutdown(self, grace_s: float | None = None) -> None:
+        """Stop gracefully (a signal handler calls this): new jobs are refused, running ones
+        have `grace_s` to finish; then `run` fails the rest, says goodbye and returns."""
+        if self.stop_at is not None:
+            return
+        grace_s = self.config.shutdown_grace_s if grace_s is None else grace_s
+        self.stop_at = time.monotonic() + grace_s
+        self.generate.drain()
+        running = len(self.generate.jobs)
+        log.info("shutting down: %d job(s) running get %g s to finish", running, grace_s)
+        self.notifier.stopping(f"draining {running} job(s) within {grace_s:g} s")
+
+    def advertised_now(self) -> None:
+        """The mDNS advert is registered (or failed to be): READY may go out."""
+        self.mdns_settled = True
+
+    def _stopped(self, now: float) -> bool:
+        """Whether a graceful stop is complete: every job ended (those the grace did not
+        see through with a FINAL that says so) and every worker told DISCONNECT."""
+        if self.stop_at is None or (now < self.stop_at and not self.generate.drained):
+            return False
+        failed = self.generate.fail_all(
+            now, f"it did not finish within the {self.config.shutdown_grace_s:g} s grace")
+        if failed:
+            log.warning("shutting down: %d job(s) did not finish in time; failed them", failed)
+        for slot in self.registry.all():
+            self._guarded("a goodbye", self._disconnect, slot, "the broker is shutting down", now)
+        self._flush(now)
+        return True
+
+    async def _last_flush(self) -> None:
+        """Deliver what backed-up peers can still take, for a moment at most, reading (and
+        dropping) what workers still send meanwhile: a socket closed with unread data resets
+        the connection, and a reset can lose the DISCONNECT just sent before it."""
+        start = time.monotonic()
+        while (now := time.monotonic()) < start + LAST_FLUSH_S and \
+                (self.delivery.pending or now < start + GOODBYE_S):
+            if await self.socket.poll(10, zmq.POLLIN):
+                with contextlib.suppress(zmq.Again):
+                    for _ in range(MAX_BATCH):
+                        await self.socket.recv_multipart(zmq.NOBLOCK)
+            self._flush(time.monotonic())
 
     def _tick_s(self) -> float:
         if self.generate.busy:
@@ -385,6 +445,10 @@ class Broker:
         self._guarded("job timeouts", self._generate_tick, now)
         self._guarded("routing timeouts", self._route_tick, now)
         self._guarded("keeping state", self.keeper.tick, now)
+        self.notifier.watchdog(now)  # from the loop itself: a wedged loop stops feeding it
+        if not self.ready_sent and self.mdns_settled and self.stop_at is None:
+            self.ready_sent = True  # bound, the HTTP API up (the CLI starts it first), advertised
+            self.notifier.ready(f"serving on {self.endpoint}")
 
     def _purge(self, now: float) -> None:
         for slot in self.registry.purge(now):
@@ -410,6 +474,7 @@ class Broker:
     def _broker_info(self, now: float) -> dict:
         return {"version": __version__, "endpoint": self.endpoint, "swarm": self.config.swarm,
                 "uptime_s": round(now - self.started_at, 3),
+                "stopping": self.stop_at is not None,  # draining: new jobs are refused
                 "jobs_active": len(self.generate.jobs), **self.stats,
                 "malformed": self.rejected["malformed"], "state": self.keeper.info(),
                 **self.generate.stats, **self.delivery.stats, "rejected": self.rejections()}

@@ -20,6 +20,7 @@ NO_WORKER = "no live worker serves 'generate'"
 NO_MODEL = "no live worker serves model"
 BUSY = "the broker is busy"
 BAD_REQUEST = "bad request"
+SHUTTING_DOWN = "the broker is shutting down"
 DEADLINE = "job deadline reached"   # a candidate's error when the job's deadline stopped it
 
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import ipaddress
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
@@ -128,12 +128,15 @@ def _bind_host(endpoint: str) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def broker_mdns(swarm: str, endpoint: str, enabled: bool = True, key: str = ""
+async def broker_mdns(swarm: str, endpoint: str, enabled: bool = True, key: str = "",
+                      on_settled: Callable[[], None] | None = None
                       ) -> AsyncIterator[WorkerBrowser | None]:
     """Advertise a bound broker (with its CURVE public `key` under --secure) and browse its
     swarm's workers while inside; yields the browser, None without mDNS. A broker bound to
-    one address is advertised on it alone."""
+    one address is advertised on it alone. `on_settled` is called once the advert is
+    registered (or failed to be, or there is none): systemd's READY waits for it."""
     if not enabled:
+        _settled(None, on_settled)
         yield None
         return
     host = _bind_host(endpoint) or ""
@@ -144,6 +147,7 @@ async def broker_mdns(swarm: str, endpoint: str, enabled: bool = True, key: str 
                                      [ipaddress.IPv4Interface(a) for a in limited])
     runtime = Mdns(interfaces or None)
     if not await runtime.start():
+        _settled(None, on_settled)
         yield None
         return
     advertiser = broker_advertiser(runtime, swarm, endpoint, addresses, key) if addresses else None
@@ -154,6 +158,7 @@ async def broker_mdns(swarm: str, endpoint: str, enabled: bool = True, key: str 
                         endpoint)
         else:
             advertiser.begin()
+        _settled(advertiser, on_settled)
         yield browser if browser.start() else None
     finally:
         await browser.close()
@@ -164,15 +169,18 @@ async def broker_mdns(swarm: str, endpoint: str, enabled: bool = True, key: str 
 
 @contextlib.asynccontextmanager
 async def worker_mdns(profile: WorkerProfile, find: bool, enabled: bool = True,
-                      pin: str | None = None) -> AsyncIterator[BrokerFinder | None]:
+                      pin: str | None = None, on_settled: Callable[[], None] | None = None
+                      ) -> AsyncIterator[BrokerFinder | None]:
     """Advertise a worker node while inside; with `find`, also browse for its swarm's
     brokers (only the one whose key is `pin`, if given) and yield the finder (None without
-    mDNS, or without `find`)."""
+    mDNS, or without `find`). `on_settled`: as for `broker_mdns`."""
     if not enabled:
+        _settled(None, on_settled)
         yield None
         return
     runtime = Mdns()
     if not await runtime.start():
+        _settled(None, on_settled)
         yield None
         return
     advertiser = worker_advertiser(runtime, profile)
@@ -180,12 +188,23 @@ async def worker_mdns(profile: WorkerProfile, find: bool, enabled: bool = True,
     try:
         started = finder is not None and finder.start()
         advertiser.begin()
+        _settled(advertiser, on_settled)
         yield finder if started else None
     finally:
         if finder is not None:
             await finder.close()
         await advertiser.close()
         await runtime.close()
+
+
+def _settled(advertiser: Advertiser | None, callback: Callable[[], None] | None) -> None:
+    """Call `callback` once the advertiser's registration ended (now, without one)."""
+    if callback is None:
+        return
+    if advertiser is None or advertiser.task is None:
+        callback()
+    else:
+        advertiser.task.add_done_callback(lambda _task: callback())
 
 
 async def find_broker(swarm: str, timeout_s: float, pin: str | None = None) -> str | None:

@@ -174,7 +174,7 @@ def test_the_broker_warns_when_its_api_is_open_beyond_loopback_without_a_key(
     import broker.cli
     from broker.server import Broker
     monkeypatch.setattr(Broker, "bind", lambda self: "tcp://127.0.0.1:1")
-    monkeypatch.setattr(broker.cli, "run_until_signalled", lambda coro: coro.close())
+    monkeypatch.setattr(broker.cli, "run_until_signalled", lambda coro, **_: coro.close())
     args = ["--http", http, "--no-mdns"] + (["--api-key", key] if key else [])
     r = CliRunner().invoke(broker.cli.main, args, env={"SWARM_API_KEY": ""})
     assert r.exit_code == 0, r.output

@@ -236,7 +236,7 @@ def test_the_broker_warns_when_it_listens_beyond_loopback_without_secure(
     import broker.cli
     from broker.server import Broker
     monkeypatch.setattr(Broker, "bind", lambda self: "tcp://127.0.0.1:1")
-    monkeypatch.setattr(broker.cli, "run_until_signalled", lambda coro: coro.close())
+    monkeypatch.setattr(broker.cli, "run_until_signalled", lambda coro, **_: coro.close())
     directory, _ = broker_dir(tmp_path)
     args = ["--bind", bind, "--no-mdns", "--http", "off"]
     args += ["--secure", "--key-dir", str(directory)] if secure else []

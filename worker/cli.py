@@ -21,8 +21,9 @@ from common.curve_cli import (KeygenGroup, broker_key_option, client_keys, keyge
 from common.errors import ConfigError, SwarmError
 from common.profile import MAX_CTX, MAX_HEARTBEAT_S, default_name
 from common.runner import run_until_signalled
+from common.sdnotify import Notifier
 from worker.launch import load, prepare
-from worker.node import WorkerNode, node_profile
+from worker.node import SHUTDOWN_GRACE_S, WorkerNode, node_profile
 from worker.policy import AUTO, BACKENDS, Requested, parse_auto_int
 from worker.session import SessionConfig
 
@@ -71,6 +72,9 @@ def _auto_int(lo: int, hi: int | None = None):
               show_default=True, help="Missed broker heartbeats before reconnecting.")
 @click.option("--reconnect-s", type=seconds(hi=F.RECONNECT_MAX_S), default=F.RECONNECT_MIN_S,
               show_default=True, help="First reconnect back-off; doubles up to 32 s.")
+@click.option("--shutdown-grace-s", type=seconds(), default=SHUTDOWN_GRACE_S, show_default=True,
+              help="On SIGTERM, how long a slot may take to finish its candidate (keep it "
+                   "under the unit's TimeoutStopSec); a second signal stops at once.")
 @click.option("--print-profile", is_flag=True,
               help="Print the hardware profile and each decision with its reason, then exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --print-profile: one JSON object.")
@@ -83,8 +87,8 @@ def _auto_int(lo: int, hi: int | None = None):
 @click.pass_context
 def main(ctx, config_file, broker, swarm, no_mdns, name, model_path, backend, instances,
          gpu_layers, threads, seed_variation, n_ctx, timeout_hint_s, heartbeat_s, liveness,
-         reconnect_s, print_profile,
-         as_json, secure, key_dir, broker_key, log_format, verbose):
+         reconnect_s, shutdown_grace_s, print_profile, as_json, secure, key_dir, broker_key,
+         log_format, verbose):
     """Serve a local model to a Swarm broker."""
     if ctx.invoked_subcommand is not None:
         return
@@ -115,7 +119,10 @@ def main(ctx, config_file, broker, swarm, no_mdns, name, model_path, backend, in
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
                            reconnect_min_s=reconnect_s,
                            reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S), curve=curve)
-    run_until_signalled(WorkerNode(config, profile, backends, mdns=not no_mdns).run())
+    node = WorkerNode(config, profile, backends, mdns=not no_mdns, notifier=Notifier.from_env(),
+                      shutdown_grace_s=shutdown_grace_s)
+    run_until_signalled(node.run(), stop=node.shutdown)
+    node.close()
     log.info("worker stopped")
 
 

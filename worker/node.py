@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -22,10 +23,12 @@ from common.hardware import Hardware
 from common.mdns import DEFAULT_SWARM
 from common.node_id import node_id
 from common.profile import WorkerProfile
+from common.sdnotify import Notifier
 from worker.backend import Backend
-from worker.session import SessionConfig, WorkerSession
+from worker.session import GOODBYE_LINGER_MS, SessionConfig, WorkerSession
 
 log = logging.getLogger(__name__)
+SHUTDOWN_GRACE_S = 30.0  # how long a slot may take to finish its candidate once told to stop
 
 
 def node_profile(name: str, backend: Backend, slots: int, seed_variation: bool,
@@ -54,18 +57,43 @@ def _basic_hardware() -> Hardware:
 
 
 class WorkerNode:
-    """`config.broker` None: find the broker on mDNS (needs `mdns`)."""
+    """`config.broker` None: find the broker on mDNS (needs `mdns`). `notifier` tells
+    systemd READY (models loaded, advert registered, slots started), STOPPING, and feeds
+    its watchdog from this loop."""
 
     def __init__(self, config: SessionConfig, profile: WorkerProfile, backends: Sequence[Backend],
-                 ctx: zmq.asyncio.Context | None = None, mdns: bool = False):
+                 ctx: zmq.asyncio.Context | None = None, mdns: bool = False,
+                 notifier: Notifier | None = None, shutdown_grace_s: float = SHUTDOWN_GRACE_S):
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.config, self.profile, self.backends, self.mdns = config, profile, backends, mdns
+        self.notifier = notifier or Notifier()
+        self.shutdown_grace_s = shutdown_grace_s
         self.sessions: list[WorkerSession] = []
+        self.stopping = False
+
+    def close(self) -> None:
+        """After `run`: let the last FINALs and DISCONNECTs leave before the process ends
+        (a context not terminated drops what its sockets still queue)."""
+        self.ctx.destroy(linger=GOODBYE_LINGER_MS)
+
+    def shutdown(self) -> None:
+        """Stop gracefully (a signal handler calls this): each slot finishes its candidate
+        within the grace, says DISCONNECT and ends; then `run` returns."""
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("worker %s stopping: slots get %g s to finish", self.profile.name,
+                 self.shutdown_grace_s, extra=logs.kv(peer=self.profile.name))
+        self.notifier.stopping(f"finishing within {self.shutdown_grace_s:g} s")
+        for session in self.sessions:
+            session.stop(self.shutdown_grace_s)
 
     async def run(self) -> None:
         find = self.config.broker is None
         pin = self.config.curve.server if self.config.curve is not None else None
-        async with worker_mdns(self.profile, find, self.mdns, pin) as finder:
+        settled = asyncio.Event()
+        async with worker_mdns(self.profile, find, self.mdns, pin,
+                               on_settled=settled.set) as finder:
             config, where = self.config, self.config.broker
             if finder is not None:
                 config = replace(config, find_broker=finder.wait)
@@ -80,4 +108,22 @@ class WorkerNode:
                              for i, b in enumerate(self.backends)]
             log.info("worker up: %d slot(s) serving %s", len(self.sessions), where,
                      extra=logs.kv(peer=self.profile.name))
-            await asyncio.gather(*(s.run() for s in self.sessions))
+            if self.stopping:  # told to stop while the advert was being set up
+                return
+            slots = asyncio.gather(*(s.run() for s in self.sessions))
+            keeper = asyncio.ensure_future(self._systemd(settled, where))
+            try:
+                await slots
+            finally:
+                keeper.cancel()
+
+    async def _systemd(self, settled: asyncio.Event, where: str) -> None:
+        """READY once the advert is settled (the slots are started), then feed the watchdog
+        from this loop: a wedged loop stops feeding it."""
+        await settled.wait()
+        if not self.stopping:
+            self.notifier.ready(f"{len(self.sessions)} slot(s) serving {where}")
+        interval_s = self.notifier.watchdog_s
+        while interval_s:
+            self.notifier.watchdog(time.monotonic())
+            await asyncio.sleep(interval_s / 4)

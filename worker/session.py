@@ -44,6 +44,7 @@ SEND_HWM = 1000  # messages queued per connection; past that, PARTIALs are dropp
 RETRY_S = 0.005  # how soon a FINAL the broker could not take yet is sent again
 MAX_JOB_ID = 64  # characters of a bad request's job id echoed back in its error FINAL
 MAX_CAND = MAX_CANDIDATES * 2
+SHUTTING_DOWN = "the worker is shutting down"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,18 +121,40 @@ class WorkerSession:
         self.pauses_s: deque[float] = deque(maxlen=32)  # the latest pauses taken, oldest first
         self.endpoint = config.broker  # the broker of the latest connection
         self.rejected = Rejections()  # what the broker sent that this slot refused, by reason
+        self.stop_by: float | None = None  # a graceful stop was asked for: the grace ends then
+        self._stop_asked = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._link: _Link | None = None  # the connection being served, if any
+
+    def stop(self, grace_s: float) -> None:
+        """Stop gracefully: finish the candidate in hand within `grace_s` (a REQUEST that
+        comes meanwhile is refused), say DISCONNECT, and return from `run`. A slot that is
+        between connections returns at once."""
+        if self.stop_by is not None:
+            return
+        self.stop_by = time.monotonic() + grace_s
+        self._stop_asked.set()
+        if self._link is None and self._task is not None:
+            self._task.cancel()  # nothing in hand: the goodbye in `_connection` is all
 
     async def run(self) -> None:
         cfg = self.config
+        self._task = asyncio.current_task()
         try:
-            while True:
+            while self.stop_by is None:
+                accepted = await self._connection()
+                if self.stop_by is not None:
+                    return
                 # refused or unheard: the pause doubles; accepted: it starts over
-                pause = cfg.reconnect_min_s if await self._connection() else self.backoff_s
+                pause = cfg.reconnect_min_s if accepted else self.backoff_s
                 self.backoff_s = min(pause * 2, cfg.reconnect_max_s)
                 self.pauses_s.append(pause)
                 log.info("reconnecting in %.2g s (last to %s)", pause, self.endpoint,
                          extra=self._kv())
                 await asyncio.sleep(pause)
+        except asyncio.CancelledError:
+            if self.stop_by is None:
+                raise  # cancelled from outside: not ours to swallow
         finally:
             self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -144,7 +167,7 @@ class WorkerSession:
         try:
             if not await self._register(sock):
                 return False
-            link = _Link(self.config.heartbeat_s, self.config.liveness)
+            link = self._link = _Link(self.config.heartbeat_s, self.config.liveness)
             return await self._serve(sock, link)
         except asyncio.CancelledError:
             # stopping: say goodbye so the broker re-dispatches now, not after liveness runs out
@@ -153,6 +176,7 @@ class WorkerSession:
             sock.setsockopt(zmq.LINGER, GOODBYE_LINGER_MS)
             raise
         finally:
+            self._link = None
             if link is not None:
                 self._abandon(link)
             sock.close()
@@ -161,9 +185,11 @@ class WorkerSession:
         """Serve the broker until it says goodbye, falls silent or stops taking FINALs."""
         recv = asyncio.ensure_future(sock.recv_multipart())
         got = asyncio.ensure_future(link.queue.get())
+        stop = asyncio.ensure_future(self._stop_asked.wait())
         try:
             while True:
-                await asyncio.wait({recv, got}, timeout=link.wait_s(),
+                waiting = {recv, got} if stop.done() else {recv, got, stop}
+                await asyncio.wait(waiting, timeout=self._wait_s(link),
                                    return_when=asyncio.FIRST_COMPLETED)
                 if link.unsent is not None and _send(sock, link.unsent):
                     link.unsent = None
@@ -182,9 +208,35 @@ class WorkerSession:
                 if link.beat_due():
                     _send(sock, Heartbeat().to_frames())  # one the broker cannot take: dropped
                     link.sent_now()
+                if self.stop_by is not None and self._goodbye(sock, link):
+                    recv = await _read_out(sock, recv)
+                    return link.was_accepted()
         finally:
             recv.cancel()
             got.cancel()
+            stop.cancel()
+
+    def _wait_s(self, link: "_Link") -> float:
+        wait = link.wait_s()
+        if self.stop_by is None:
+            return wait
+        return min(wait, max(0.0, self.stop_by - time.monotonic()))  # the grace's end
+
+    def _goodbye(self, sock: zmq.asyncio.Socket, link: "_Link") -> bool:
+        """Stopping: once the candidate in hand is answered (or the grace is over) say
+        DISCONNECT, so the broker drops this slot now; True when it is said."""
+        work = link.work
+        if work is not None or link.unsent is not None:
+            if time.monotonic() < self.stop_by:
+                return False
+            job = work.task.job if work is not None and work.task is not None else None
+            log.warning("slot %d: the shutdown grace is over; leaving the candidate in hand to "
+                        "the broker", self.profile.slot, extra=logs.kv(job=job))
+        with contextlib.suppress(zmq.ZMQError):
+            _send(sock, Disconnect().to_frames())
+        sock.setsockopt(zmq.LINGER, GOODBYE_LINGER_MS)  # the FINAL and the goodbye still go
+        log.info("slot %d: stopped; told the broker DISCONNECT", self.profile.slot)
+        return True
 
     def _abandon(self, link: "_Link") -> None:
         """The connection is over: stop its request; nothing of it goes to the next one."""
@@ -263,7 +315,10 @@ class WorkerSession:
             else:  # it crossed our FINAL, or names another client: nothing of ours to stop
                 self.rejected.add("stale_cancel")
         elif isinstance(msg, WorkerRequest):
-            if link.work is None:
+            if self.stop_by is not None and link.work is None:  # the broker re-dispatches it
+                link.work = _Work(msg.client, None, threading.Event())
+                link.queue.put_nowait((link.work, _refusal(msg.body, SHUTTING_DOWN), True))
+            elif link.work is None:
                 link.work = self._start(msg, link.queue)
             else:
                 self._reject("busy", "REQUEST while busy; ignoring it")
@@ -337,6 +392,19 @@ class WorkerSession:
         elif outcome.error_kind == ERROR_REQUEST:  # a failed generation said so already
             log.info("candidate cannot be served: %s", outcome.error,
                      extra=self._kv(job=task.job, cand=task.cand))
+
+
+async def _read_out(sock: zmq.asyncio.Socket, recv: asyncio.Future) -> asyncio.Future:
+    """After a goodbye, read (and drop) what the broker still sends for a moment: a socket
+    closed with unread data resets the connection, which can lose the goodbye. Returns the
+    receive still pending, for the caller to cancel."""
+    end = time.monotonic() + GOODBYE_LINGER_MS / 1000
+    while (left := end - time.monotonic()) > 0:
+        done, _ = await asyncio.wait({recv}, timeout=left)
+        if not done or recv.exception() is not None:
+            break
+        recv = asyncio.ensure_future(sock.recv_multipart())
+    return recv
 
 
 def _send(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:

@@ -22,7 +22,8 @@ from common import logs
 from common.bodies import Outcome, Task
 from common.cli_types import connect_endpoint, seconds
 from common.runner import run_until_signalled
-from worker.node import WorkerNode, node_profile
+from common.sdnotify import Notifier
+from worker.node import SHUTDOWN_GRACE_S, WorkerNode, node_profile
 from worker.session import SessionConfig
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,13 @@ class SyntheticBackend:
               show_default=True)
 @click.option("--reconnect-s", type=seconds(hi=F.RECONNECT_MAX_S), default=F.RECONNECT_MIN_S,
               show_default=True)
+@click.option("--shutdown-grace-s", type=seconds(), default=SHUTDOWN_GRACE_S, show_default=True,
+              help="On SIGTERM, how long a slot may take to finish its candidate.")
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default=logs.TEXT,
               show_default=True, help="Log lines as text (key=value fields) or JSON objects.")
 @click.option("-v", "--verbose", count=True)
 def main(broker, name, slots, tokens, token_delay_s, ignore_cancel, heartbeat_s, liveness,
-         reconnect_s, log_format, verbose):
+         reconnect_s, shutdown_grace_s, log_format, verbose):
     """Serve synthetic answers to a broker (no model; for tests and benchmarks)."""
     logs.setup(verbose + 1, fmt=log_format)
     backends = [SyntheticBackend(tokens, token_delay_s, ignore_cancel) for _ in range(slots)]
@@ -86,7 +89,10 @@ def main(broker, name, slots, tokens, token_delay_s, ignore_cancel, heartbeat_s,
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
                            reconnect_min_s=reconnect_s,
                            reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S))
-    run_until_signalled(WorkerNode(config, profile, backends).run())
+    node = WorkerNode(config, profile, backends, notifier=Notifier.from_env(),
+                      shutdown_grace_s=shutdown_grace_s)
+    run_until_signalled(node.run(), stop=node.shutdown)
+    node.close()
 
 
 if __name__ == "__main__":
