@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import socket
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -98,5 +99,9 @@ def _check_types(p: WorkerProfile) -> None:
         raise BodyError("profile field 'name' must not be empty", "name")
 
 
+DEFAULT_NAME_ENV = "SWARM_DEFAULT_NAME"  # set by the systemd template: HOST-INSTANCE
+
+
 def default_name() -> str:
-    return socket.gethostname() or "worker"
+    """A worker's name where neither --name nor its config file gives one."""
+    return os.environ.get(DEFAULT_NAME_ENV, "").strip() or socket.gethostname() or "worker"

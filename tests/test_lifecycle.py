@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import shutil
 import subprocess
 import sys
@@ -148,4 +149,17 @@ def test_the_unit_is_a_sandboxed_notify_service_with_a_watchdog(unit):
         assert any("nvidia" in d for d in keys["DeviceAllow"]) and \
             any("drm" in d or "dri" in d for d in keys["DeviceAllow"])
         assert "--config /etc/swarm/worker-%i.toml" in one["ExecStart"]
-        assert one["CacheDirectory"] and "SWARM_CACHE_DIR" in one["Environment"]
+        env = " ".join(keys["Environment"])
+        assert one["CacheDirectory"] and "SWARM_CACHE_DIR" in env
+        # every GPU node of the device groups /proc/devices names (nvidia, nvidiactl,
+        # nvidia-uvm, nvidia-caps: seen on an H100 host), and the instance's default name
+        assert "char-nvidia* rw" in keys["DeviceAllow"] and "char-drm rw" in keys["DeviceAllow"]
+        assert "SWARM_DEFAULT_NAME=%H-%i" in env and "--name" not in one["ExecStart"]
+
+
+def test_a_worker_given_no_name_takes_the_one_its_unit_sets(monkeypatch):
+    from common.profile import default_name
+    monkeypatch.setenv("SWARM_DEFAULT_NAME", "gpu1-gemma")
+    assert default_name() == "gpu1-gemma"
+    monkeypatch.setenv("SWARM_DEFAULT_NAME", "  ")
+    assert default_name() == (socket.gethostname() or "worker")
