@@ -57,7 +57,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(verbose: int = 0, quiet: bool = False, fmt: str = TEXT) -> None:
+    """Log to stderr in `fmt`; Python's own warnings too, so a JSON log stays JSON. Where
+    logging is set up already (a test harness running a CLI in-process) nothing changes."""
+    if logging.getLogger().handlers:
+        return
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == JSON else TextFormatter())
-    logging.basicConfig(level=level, handlers=[handler])  # a no-op where handlers exist
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.captureWarnings(True)

@@ -149,3 +149,14 @@ def test_a_busy_port_is_one_sentence(procs):
     # Then it says why in one sentence and exits non-zero, no traceback
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert f"cannot bind tcp://127.0.0.1:{port}" in r.stderr
+
+
+def test_a_python_warning_in_a_json_log_is_a_json_line_too():
+    code = ("import warnings; from common import logs; logs.setup(1, fmt='json'); "
+            "warnings.warn('an old knob', DeprecationWarning, stacklevel=1)")
+    out = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
+                         text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    lines = out.stderr.splitlines()
+    assert lines and all(json.loads(line) for line in lines), out.stderr
+    record = json.loads(lines[0])
+    assert record["level"] == "warning" and "an old knob" in record["msg"]
