@@ -28,6 +28,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/loop_stall.py
+	$(BIN)/python bench/state_cost.py --jobs 100 --rounds 3
 	$(BIN)/python bench/gpu_offload.py --rounds 1
 	$(BIN)/python bench/eval_consensus.py --quick
 
