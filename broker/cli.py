@@ -194,7 +194,7 @@ async def _serve(broker: Broker, mdns: bool, api: HttpApi | None) -> None:
     try:
         curve = broker.config.curve
         key = curve.pair.public if curve is not None else ""
-        broker.mdns_settled = False  # READY waits for the advert (or its failure)
+        broker.lifecycle.mdns_settled = False  # READY waits for the advert (or its failure)
         async with broker_mdns(broker.config.swarm, broker.endpoint, mdns, key,
                                on_settled=broker.advertised_now) as workers:
             if workers is not None:

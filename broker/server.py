@@ -5,49 +5,49 @@ heartbeats (to busy workers too) and checks job timeouts. Anything malformed is 
 logged and dropped; no message, and no step of housekeeping, can raise out of the loop.
 Sends never block: the ROUTER is ROUTER_MANDATORY and `Delivery` keeps what a slow peer
 cannot take yet, so a FINAL is not dropped and a vanished client is noticed; a peer that
-lets more pile up than `Delivery` allows is cut off and treated as gone.
+lets more pile up than `Delivery` allows is cut off and treated as gone. The loop owns its
+collaborators: the worker side in `broker.workers`, the broker's own services in
+`broker.services`, READY, the watchdog and the graceful stop in `broker.lifecycle`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 
 import zmq
 import zmq.asyncio
 
 from broker.delivery import Delivery, Sent
-from broker.adaptive import DEFAULT_CAP_S, DEFAULT_FLOOR_S, Learning
+from broker.adaptive import Learning
 from broker.generate import GenerateService
-from broker.history import DEFAULT_HISTORY_SIZE, History, limit_of
+from broker.history import History
 from broker.keeper import Keeper
+from broker.lifecycle import GOODBYE_S, LAST_FLUSH_S, SHUTDOWN_GRACE_S, Lifecycle, last_flush
 from broker.local_clients import LocalClients, Sink
-from broker.policy import CANCEL_GRACE_S, MAX_JOB_CANDIDATES, MAX_JOBS, Limits, TimeoutPolicy
+from broker.policy import Limits, TimeoutPolicy
 from broker.metrics import MetricsBook
 from broker.outbox import Outbox
 from broker import peers
-from broker.peers import PeerSettings, Weights
-from broker.registry import Registry, Slot
+from broker.peers import Weights
+from broker.registry import Registry
 from broker.routing import Router
-from broker.status import status_map
+from broker.services import OwnServices, rejections
+from broker.settings import BrokerConfig
 from broker.store import Store
 from broker.verdicts import BAD_REQUEST
-from broker.zap import ServerKeys, secure
+from broker.workers import Workers
+from broker.zap import secure
 from common import __version__
 from common import frames as F
 from common import logs
 from common.bodies import GenerateRequest
-from common.codec import field as body_field, unpack_body
+from common.codec import unpack_body
 from common.errors import BodyError, ProtocolError
-from common.mdns import DEFAULT_SWARM, WorkerAdvert
-from common.messages import (ClientReply, ClientRequest, Disconnect, Heartbeat, Ready,
-                             WorkerReply, decode)
-from common.profile import WorkerProfile
+from common.mdns import WorkerAdvert
+from common.messages import ClientReply, ClientRequest, Heartbeat, decode
 from common.rejections import Rejections
 from common.sdnotify import Notifier
 
@@ -56,40 +56,13 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 1000   # messages handled per pass before housekeeping gets a turn
 TICK_MAX_S = 0.25  # the longest the loop sleeps
 BUSY_TICK_S = 0.005  # while a vote is counted elsewhere (a backlog says when it is due)
-SHUTDOWN_GRACE_S = 30.0  # how long running jobs may take to finish once a stop is asked for
-LAST_FLUSH_S = 1.0       # how long a stopping broker tries to deliver what is backed up
-GOODBYE_S = 0.3          # and at least how long it reads (and drops) what workers still send
-
-
-@dataclass(slots=True)
-class BrokerConfig:
-    bind: str = F.DEFAULT_BROKER_BIND
-    heartbeat_s: float = F.DEFAULT_HEARTBEAT_S
-    liveness: int = F.DEFAULT_LIVENESS
-    timeout_s: float = F.DEFAULT_TIMEOUT_S
-    first_token_timeout_s: float | None = None
-    peer_timeouts: dict[str, float] = field(default_factory=dict)  # --peer-timeout: beats peers'
-    max_jobs: int = MAX_JOBS
-    max_candidates: int = MAX_JOB_CANDIDATES
-    swarm: str = DEFAULT_SWARM
-    timeout_floor_s: float = DEFAULT_FLOOR_S  # what a learned per-peer timeout stays within
-    timeout_cap_s: float = DEFAULT_CAP_S
-    curve: ServerKeys | None = None  # --secure: CURVE with allowed keys
-    cancel_grace_s: float = CANCEL_GRACE_S
-    state_file: Path | None = None  # peer metrics and job history kept here (None: in memory)
-    history_size: int = DEFAULT_HISTORY_SIZE
-    peers: dict[str, PeerSettings] = field(default_factory=dict)  # [peers] of the config file
-    shutdown_grace_s: float = SHUTDOWN_GRACE_S
+__all__ = ["Broker", "BrokerConfig", "GOODBYE_S", "LAST_FLUSH_S", "SHUTDOWN_GRACE_S"]
 
 
 class Broker:
     def __init__(self, config: BrokerConfig, ctx: zmq.asyncio.Context | None = None,
                  notifier: Notifier | None = None):
         self.config = config
-        self.notifier = notifier or Notifier()  # systemd's: READY, STOPPING, the watchdog
-        self.stop_at: float | None = None  # a graceful stop was asked for: the grace ends then
-        self.mdns_settled = True  # the CLI clears it until its mDNS advert is registered
-        self.ready_sent = False
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.registry = Registry(config.heartbeat_s, config.liveness)
         self.metrics = MetricsBook()
@@ -117,6 +90,12 @@ class Broker:
         self._sync: zmq.Socket | None = None
         self._zap = None  # the ZAP authenticator, under --secure
         self.advertised: Callable[[], dict[str, WorkerAdvert]] = dict  # node id -> mDNS advert
+        self.lifecycle = Lifecycle(notifier or Notifier(), self.generate, config.shutdown_grace_s)
+        self.services = OwnServices(self.registry, self.metrics, self.history, self.generate,
+                                    self.timeouts, self.outbox, self.rejected, self._broker_info,
+                                    lambda: self.advertised())
+        self.workers = Workers(self.registry, self.metrics, self.outbox, self.generate,
+                               self.router, self.rejected, config.peers, config.cancel_grace_s)
 
     def bind(self) -> str:
         """Bind the ROUTER; returns the endpoint actually bound (port resolved)."""
@@ -146,7 +125,7 @@ class Broker:
                 self.housekeeping(now)
                 self._flush(now)
                 if self._stopped(now):
-                    await self._last_flush()
+                    await last_flush(self.socket, self.delivery, self._flush, MAX_BATCH)
                     linger_ms = int(LAST_FLUSH_S * 1000)  # what is queued still goes out
                     return
         finally:
@@ -160,45 +139,22 @@ class Broker:
     def shutdown(self, grace_s: float | None = None) -> None:
         """Stop gracefully (a signal handler calls this): new jobs are refused, running ones
         have `grace_s` to finish; then `run` fails the rest, says goodbye and returns."""
-        if self.stop_at is not None:
-            return
-        grace_s = self.config.shutdown_grace_s if grace_s is None else grace_s
-        self.stop_at = time.monotonic() + grace_s
-        self.generate.drain()
-        running = len(self.generate.jobs)
-        log.info("shutting down: %d job(s) running get %g s to finish", running, grace_s)
-        self.notifier.stopping(f"draining {running} job(s) within {grace_s:g} s")
+        self.lifecycle.shutdown(grace_s)
 
     def advertised_now(self) -> None:
         """The mDNS advert is registered (or failed to be): READY may go out."""
-        self.mdns_settled = True
+        self.lifecycle.advertised_now()
 
     def _stopped(self, now: float) -> bool:
         """Whether a graceful stop is complete: every job ended (those the grace did not
         see through with a FINAL that says so) and every worker told DISCONNECT."""
-        if self.stop_at is None or (now < self.stop_at and not self.generate.drained):
+        if not self.lifecycle.over(now):
             return False
-        failed = self.generate.fail_all(
-            now, f"it did not finish within the {self.config.shutdown_grace_s:g} s grace")
-        if failed:
-            log.warning("shutting down: %d job(s) did not finish in time; failed them", failed)
         for slot in self.registry.all():
-            self._guarded("a goodbye", self._disconnect, slot, "the broker is shutting down", now)
+            self._guarded("a goodbye", self.workers.disconnect, slot,
+                          "the broker is shutting down", now)
         self._flush(now)
         return True
-
-    async def _last_flush(self) -> None:
-        """Deliver what backed-up peers can still take, for a moment at most, reading (and
-        dropping) what workers still send meanwhile: a socket closed with unread data resets
-        the connection, and a reset can lose the DISCONNECT just sent before it."""
-        start = time.monotonic()
-        while (now := time.monotonic()) < start + LAST_FLUSH_S and \
-                (self.delivery.pending or now < start + GOODBYE_S):
-            if await self.socket.poll(10, zmq.POLLIN):
-                with contextlib.suppress(zmq.Again):
-                    for _ in range(MAX_BATCH):
-                        await self.socket.recv_multipart(zmq.NOBLOCK)
-            self._flush(time.monotonic())
 
     def _tick_s(self) -> float:
         if self.generate.busy:
@@ -278,7 +234,7 @@ class Broker:
             elif isinstance(message, ClientReply):
                 raise ProtocolError("clients may only send REQUEST")
             else:
-                self._on_worker(identity, delimited, message, now)
+                self.workers.on_message(identity, delimited, message, now)
         except ProtocolError as e:
             slot = self.registry.get(identity)
             if self.rejected.add("malformed"):  # the 1st, 2nd, 4th, ...: a flood logs little
@@ -286,7 +242,7 @@ class Broker:
                             self.rejected["malformed"], extra=logs.kv(
                                 identity=identity.hex(), peer=slot.peer if slot else None))
             if slot is not None:  # a confused worker: make it start over (RFC 18)
-                self._guarded("a confused worker", self._disconnect, slot,
+                self._guarded("a confused worker", self.workers.disconnect, slot,
                               f"sent a malformed message ({e})", now)
         except Exception:  # a daemon never dies of a bad message
             self.stats["errors"] += 1
@@ -301,168 +257,21 @@ class Broker:
                 self.outbox.error(client, delimited, req.service, f"{BAD_REQUEST}: {e}")
                 return
             self.generate.submit(client, delimited, request, now)
-        elif req.service == F.SERVICE_CANCEL:
-            self._cancel(client, delimited, req, now)
-        elif req.service == F.SERVICE_HISTORY:
-            self._history(client, delimited, req)
-        elif req.service == F.SERVICE_STATUS:
-            body = status_map(self.registry, self.metrics, self._broker_info(now),
-                              self.advertised(), now, self.timeouts)
-            self.outbox.reply(client, delimited, req.service, body, final=True)
-        elif req.service == F.MMI_SERVICE:
-            self._mmi(client, delimited, req)
-        elif req.service.startswith(F.MMI_PREFIX):
-            self._plain(client, delimited, req.service, b"501")
+        elif self.services.serves(req.service):
+            self.services.handle(client, delimited, req, now)
         else:
             self.router.submit(client, delimited, req.service, req.body, now)
-
-    def _cancel(self, client: bytes, delimited: bool, req: ClientRequest, now: float) -> None:
-        try:
-            job = body_field(unpack_body(req.body), "job", str, None) if req.body else None
-        except BodyError as e:
-            self.rejected.add("bad_request")
-            self.outbox.error(client, delimited, req.service, f"{BAD_REQUEST}: {e}")
-            return
-        count = self.generate.cancel_client(client, now, job)
-        self.outbox.reply(client, delimited, req.service, {"cancelled": count}, final=True)
-
-    def _history(self, client: bytes, delimited: bool, req: ClientRequest) -> None:
-        try:
-            limit = limit_of(unpack_body(req.body) if req.body else {})
-        except BodyError as e:
-            self.rejected.add("bad_request")
-            self.outbox.error(client, delimited, req.service, f"{BAD_REQUEST}: {e}")
-            return
-        self.outbox.reply(client, delimited, req.service, {"jobs": self.history.recent(limit)},
-                          final=True)
-
-    def _mmi(self, client: bytes, delimited: bool, req: ClientRequest) -> None:
-        wanted = req.body[0] if req.body else b""
-        own = (F.SERVICE_STATUS, F.SERVICE_CANCEL, F.SERVICE_HISTORY, F.MMI_SERVICE)
-        known = wanted in own or bool(self.registry.serving(wanted))
-        self._plain(client, delimited, req.service, b"200" if known else b"404")
-
-    def _plain(self, client: bytes, delimited: bool, service: bytes, body: bytes) -> None:
-        self.outbox.send(client, delimited, ClientReply(service, (body,), final=True))
-
-    def _on_worker(self, identity: bytes, delimited: bool, msg, now: float) -> None:
-        slot = self.registry.get(identity)
-        if isinstance(msg, Ready):
-            self._on_ready(identity, delimited, msg, slot, now)
-        elif isinstance(msg, Disconnect):
-            if slot is not None:
-                self._lose(slot, "disconnected", now)
-        elif slot is None:
-            # a worker we do not know (we restarted, or it was purged): make it start over
-            self.rejected.add("unknown_worker")
-            self.outbox.send(identity, delimited, Disconnect())
-        elif isinstance(msg, Heartbeat):
-            self.registry.touch(identity, now)
-        elif isinstance(msg, WorkerReply) and not slot.idle:
-            self.registry.touch(identity, now)
-            service = self.generate if slot.service == F.SERVICE_GENERATE else self.router
-            service.on_reply(slot, msg, now)
-        else:  # valid but unexpected (REQUEST, CANCEL, a reply while idle): RFC 18 says DISCONNECT
-            name = type(msg).__name__
-            if self.rejected.add("unexpected"):
-                log.warning("worker sent an unexpected %s; disconnecting it", name,
-                            extra=logs.kv(peer=slot.peer, slot=slot.profile.slot))
-            self._disconnect(slot, f"sent an unexpected {name}", now)
-
-    def _on_ready(self, identity: bytes, delimited: bool, msg: Ready, slot: Slot | None,
-                  now: float) -> None:
-        if slot is not None or msg.service.startswith(F.MMI_PREFIX) or \
-                msg.service in (F.SERVICE_STATUS, F.SERVICE_CANCEL, F.SERVICE_HISTORY):
-            self.rejected.add("unexpected")
-            if slot is not None:
-                self._disconnect(slot, "sent READY twice", now)
-            else:
-                self.outbox.send(identity, delimited, Disconnect())
-            return
-        try:
-            profile = WorkerProfile.from_frame(msg.profile, identity.hex()[:12])
-        except BodyError as e:
-            self.outbox.send(identity, delimited, Disconnect())
-            raise ProtocolError(f"bad READY profile: {e}") from e
-        if self._refused(profile.name):
-            self.outbox.send(identity, delimited, Disconnect())
-            return
-        profile = self._unique(profile)
-        self.registry.add(identity, msg.service, profile, delimited, now,
-                          anonymous=msg.profile is None)
-        self.metrics.peer(profile.name)  # known from now on, also once it is gone
-        log.info("worker ready for '%s' (%s, %s)", msg.service.decode(), profile.backend,
-                 profile.model, extra=logs.kv(peer=profile.name, slot=profile.slot))
-        self._dispatch(now)
-
-    def _refused(self, name: str) -> bool:
-        """A peer the config file disables: its slots are refused (a few log lines however
-        often it comes back)."""
-        settings = self.config.peers.get(name)
-        if settings is None or not settings.disabled:
-            return False
-        if self.rejected.add("disabled_peer"):
-            log.info("refused a READY from a disabled peer (%d so far)",
-                     self.rejected["disabled_peer"], extra=logs.kv(peer=name))
-        return True
-
-    def _unique(self, profile: WorkerProfile) -> WorkerProfile:
-        """Two worker processes that call themselves the same get two peer names."""
-        holder = self.registry.holder(profile.name)
-        if holder is None or holder.node == profile.node_id:
-            return profile
-        name = f"{profile.name}~{profile.node_id[:6]}"
-        log.warning("two workers call themselves '%s' (nodes %s and %s); calling the new one '%s'",
-                    profile.name, holder.node, profile.node_id, name, extra=logs.kv(peer=name))
-        return replace(profile, name=name)
-
-    def _disconnect(self, slot: Slot, reason: str, now: float) -> None:
-        self.outbox.send(slot.identity, slot.delimited, Disconnect())
-        self._lose(slot, reason, now)
-
-    def _lose(self, slot: Slot, reason: str, now: float) -> None:
-        self.registry.remove(slot.identity)
-        job = slot.job[0] if isinstance(slot.job, tuple) else None  # a generate job's id
-        log.info("worker gone: %s", reason,
-                 extra=logs.kv(peer=slot.peer, slot=slot.profile.slot, job=job))
-        service = self.generate if slot.service == F.SERVICE_GENERATE else self.router
-        service.on_slot_lost(slot, reason, now)
-        live = self.registry.names()
-        if slot.anonymous and slot.peer not in live:
-            self.metrics.forget(slot.peer)
-        self.metrics.trim(live)
-
-    def _dispatch(self, now: float) -> None:
-        self.generate.dispatch(now)
-        self.router.dispatch(now)
 
     # -- housekeeping --------------------------------------------------------------------
     def housekeeping(self, now: float) -> None:
         """Each step guarded on its own: one failing step never starves the others."""
-        self._guarded("purging silent workers", self._purge, now)
+        self._guarded("purging silent workers", self.workers.purge, now)
         for slot in self.registry.beats_due(now):
             self.outbox.send(slot.identity, slot.delimited, Heartbeat(), droppable=True)
-        self._guarded("job timeouts", self._generate_tick, now)
-        self._guarded("routing timeouts", self._route_tick, now)
+        self._guarded("job timeouts", self.workers.generate_tick, now)
+        self._guarded("routing timeouts", self.workers.route_tick, now)
         self._guarded("keeping state", self.keeper.tick, now)
-        self.notifier.watchdog(now)  # from the loop itself: a wedged loop stops feeding it
-        if not self.ready_sent and self.mdns_settled and self.stop_at is None:
-            self.ready_sent = True  # bound, the HTTP API up (the CLI starts it first), advertised
-            self.notifier.ready(f"serving on {self.endpoint}")
-
-    def _purge(self, now: float) -> None:
-        for slot in self.registry.purge(now):
-            self.metrics.peer(slot.peer).heartbeat_misses += 1
-            self._lose(slot, f"went silent for {slot.expiry_s:g} s", now)
-
-    def _generate_tick(self, now: float) -> None:
-        for slot in self.generate.tick(now):
-            self._disconnect(slot, f"worked on past a CANCEL for {self.config.cancel_grace_s:g} s",
-                             now)
-
-    def _route_tick(self, now: float) -> None:
-        for slot in self.router.tick(now):
-            self._disconnect(slot, "did not answer a routed request in time", now)
+        self.lifecycle.notify(now, self.endpoint)
 
     def _guarded(self, what: str, step, *args, **kwargs) -> None:
         try:
@@ -474,7 +283,7 @@ class Broker:
     def _broker_info(self, now: float) -> dict:
         return {"version": __version__, "endpoint": self.endpoint, "swarm": self.config.swarm,
                 "uptime_s": round(now - self.started_at, 3),
-                "stopping": self.stop_at is not None,  # draining: new jobs are refused
+                "stopping": self.lifecycle.stopping,  # draining: new jobs are refused
                 "jobs_active": len(self.generate.jobs), **self.stats,
                 "malformed": self.rejected["malformed"], "state": self.keeper.info(),
                 **self.generate.stats, **self.delivery.stats, "rejected": self.rejections()}
@@ -482,9 +291,5 @@ class Broker:
     def rejections(self) -> dict[str, int]:
         """Every refusal by reason: at the door (here, and keys the ZAP door refused) and
         by the services and delivery."""
-        gen, out = self.generate.stats, self.delivery.stats
-        keys = {"refused_keys": self.stats["refused_keys"]} if "refused_keys" in self.stats else {}
-        return {**self.rejected.to_map(), "busy": gen["busy"] + self.router.stats["busy"],
-                "malformed_replies": gen["malformed_replies"],
-                "stale_replies": gen["stale_replies"], "shed": out["shed"],
-                "cut_off": out["cut_off"], **keys}
+        return rejections(self.rejected, self.stats, self.generate.stats, self.router.stats,
+                          self.delivery.stats)

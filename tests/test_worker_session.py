@@ -303,7 +303,7 @@ def test_a_failed_generation_is_one_log_line_and_a_peer_error(ctx, caplog):
             await router.send_multipart([identity, *request()])
             _, msg = await next_msg(router)
             return unpack(msg.body[0])
-    with caplog.at_level("INFO", logger="worker.session"):
+    with caplog.at_level("INFO", logger="worker.generation"):
         result = run(body())
     assert result["error"] == "generation failed: llama_decode returned -1"
     assert result["error_kind"] == "peer"
