@@ -129,9 +129,11 @@ class HttpApi:
 
     async def health(self, request: web.Request) -> web.Response:
         slots = self.broker.registry.serving(SERVICE_GENERATE)
-        body = {"status": "ok" if slots else "no live worker", "workers": len(slots),
-                "models": self._model_ids()[1:], "version": __version__}
-        return web.json_response(body, status=200 if slots else 503)
+        stopping = self.broker.lifecycle.stopping  # a load balancer moves on while it drains
+        status = "shutting down" if stopping else "ok" if slots else "no live worker"
+        body = {"status": status, "workers": len(slots), "models": self._model_ids()[1:],
+                "version": __version__}
+        return web.json_response(body, status=200 if slots and not stopping else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = prom.render(self.broker)

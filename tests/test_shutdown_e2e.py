@@ -112,6 +112,10 @@ def test_a_broker_sigtermed_with_a_job_running_finishes_it_refuses_new_ones_and_
             urllib.request.urlopen(req, timeout=30)
         assert http_err.value.code == 503
         assert "shutting down" in http_err.value.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as health:  # a load balancer moves on
+            urllib.request.urlopen(f"http://127.0.0.1:{http}/health", timeout=30)
+        assert health.value.code == 503
+        assert json.loads(health.value.read())["status"] == "shutting down"
         # And the running job still ends with its answer; the broker exits 0
         final = running.final()
         assert final["winner"]["text"].split() and len(final["winner"]["text"].split()) == 60
