@@ -93,7 +93,8 @@ class Broker:
         self.lifecycle = Lifecycle(notifier or Notifier(), self.generate, config.shutdown_grace_s)
         self.services = OwnServices(self.registry, self.metrics, self.history, self.generate,
                                     self.timeouts, self.outbox, self.rejected, self._broker_info,
-                                    lambda: self.advertised())
+                                    lambda: self.advertised(),
+                                    frozenset(n for n, p in config.peers.items() if p.disabled))
         self.workers = Workers(self.registry, self.metrics, self.outbox, self.generate,
                                self.router, self.rejected, config.peers, config.cancel_grace_s)
 

@@ -32,12 +32,14 @@ class OwnServices:
     def __init__(self, registry: Registry, metrics: MetricsBook, history: History,
                  generate: GenerateService, timeouts: TimeoutPolicy, outbox: Outbox,
                  rejected: Rejections, info: Callable[[float], dict],
-                 advertised: Callable[[], dict[str, WorkerAdvert]]):
+                 advertised: Callable[[], dict[str, WorkerAdvert]],
+                 disabled: frozenset[str] = frozenset()):
         self.registry, self.metrics, self.history = registry, metrics, history
         self.generate, self.timeouts, self.outbox = generate, timeouts, outbox
         self.rejected = rejected
         self.info = info  # the broker info map of swarm.status, at `now`
         self.advertised = advertised  # node id -> mDNS advert
+        self.disabled = disabled  # peer names the config file disables
 
     @staticmethod
     def serves(service: bytes) -> bool:
@@ -50,7 +52,7 @@ class OwnServices:
             self._history(client, delimited, req)
         elif req.service == F.SERVICE_STATUS:
             body = status_map(self.registry, self.metrics, self.info(now),
-                              self.advertised(), now, self.timeouts)
+                              self.advertised(), now, self.timeouts, self.disabled)
             self.outbox.reply(client, delimited, req.service, body, final=True)
         elif req.service == F.MMI_SERVICE:
             self._mmi(client, delimited, req)

@@ -5,6 +5,9 @@ Every peer says `live` (it has slots here now), `connected` (the same, spelt for
 readers) and `advertised` (its node has an mDNS record). An advertised-only worker is
 shown by its record: `live` and `connected` false, its profile rebuilt from the TXT.
 
+A peer the config file disables (`[peers."NAME"] disabled = true`) is listed, `disabled`
+true, whether or not it ever tried to join: its READY is answered with DISCONNECT.
+
 Every peer also says the `timeout` a candidate of REFERENCE_MAX_TOKENS tokens would get on
 it now, and where that comes from (override, hint, learned or default: broker/adaptive.py).
 """
@@ -24,7 +27,8 @@ from common.mdns import WorkerAdvert
 
 def status_map(registry: Registry, metrics: MetricsBook, broker: dict[str, Any],
                adverts: Mapping[str, WorkerAdvert] | None = None,
-               now: float = 0.0, timeouts: TimeoutPolicy | None = None) -> dict[str, Any]:
+               now: float = 0.0, timeouts: TimeoutPolicy | None = None,
+               disabled: frozenset[str] = frozenset()) -> dict[str, Any]:
     adverts = adverts or {}
     nodes: dict[str, list] = defaultdict(list)
     for slot in registry.all():
@@ -33,7 +37,7 @@ def status_map(registry: Registry, metrics: MetricsBook, broker: dict[str, Any],
     unseen = _advertised_only(adverts, connected, set(nodes))
     known = set(metrics.names())
     peers = []
-    for name in sorted(set(nodes) | known | set(unseen)):
+    for name in sorted(set(nodes) | known | set(unseen) | disabled):
         slots = nodes.get(name, [])
         advert = unseen.get(name)
         profile = slots[0].profile.to_map() if slots else None
@@ -43,6 +47,7 @@ def status_map(registry: Registry, metrics: MetricsBook, broker: dict[str, Any],
             "live": bool(slots),
             "connected": bool(slots),
             "advertised": slots[0].node in adverts if slots else advert is not None,
+            "disabled": name in disabled,
             "slots": len(slots),
             "busy": sum(1 for s in slots if not s.idle),
             "services": sorted({s.service.decode() for s in slots}),

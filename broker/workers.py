@@ -29,7 +29,6 @@ from common.rejections import Rejections
 log = logging.getLogger(__name__)
 
 
-
 class Workers:
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
                  generate: GenerateService, router: Router, rejected: Rejections,

@@ -118,7 +118,10 @@ def timeout_text(p: dict[str, Any], long: bool = False) -> str:
 
 
 def _state(p: dict[str, Any]) -> str:
-    """live (connected), advertised (on mDNS only: not connected), or lost."""
+    """disabled (by the broker's config), live (connected), advertised (on mDNS only: not
+    connected), or lost."""
+    if p.get("disabled") is True:
+        return "disabled"
     if p.get("live") is True:
         return "live"
     return "advertised" if p.get("advertised") is True else "lost"

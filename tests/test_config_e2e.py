@@ -29,9 +29,13 @@ def test_a_disabled_peer_is_refused_and_the_others_serve(ctx):
                 await new.ready(heartbeat_s=0.2)
                 await registered(broker)
                 seen = await status(ctx, broker.endpoint)
-                assert [p["name"] for p in seen["peers"]] == ["new"]
+                by_name = {p["name"]: p for p in seen["peers"]}
                 assert seen["broker"]["rejected"]["disabled_peer"] == 1
-                assert seen["peers"][0]["live"]
+                assert by_name["new"]["live"] and not by_name["new"]["disabled"]
+                # the disabled peer is listed as such, never live, and not counted a failure
+                old_seen = by_name["old"]
+                assert old_seen["disabled"] and not old_seen["live"] and not old_seen["slots"]
+                assert old_seen["metrics"]["requests"] == 0
             finally:
                 old.close()
                 new.close()

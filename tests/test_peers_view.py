@@ -69,6 +69,17 @@ def test_peers_view_shows_machine_model_and_timeout_from_a_status_map():
     assert any("NVIDIA RTX 4090 24 GB" in line for line in lines)
 
 
+def test_a_peer_the_config_disables_is_shown_disabled():
+    status = status_map(Registry(1.0, 3), MetricsBook(), {}, None, 1.0, TimeoutPolicy(60.0),
+                        disabled=frozenset({"old-laptop"}))
+    peers = json.loads(json.dumps(status["peers"]))
+    assert [(p["name"], p["disabled"], p["live"]) for p in peers] == [("old-laptop", True, False)]
+    assert "old-laptop: disabled" in peer_lines(peers)
+    out = io.StringIO()
+    peers_table(peers, Console(file=out, width=100, force_terminal=True, color_system=None))
+    assert "disabled" in out.getvalue()
+
+
 def test_the_live_view_shows_tokens_per_second_per_candidate():
     # Given two candidates started at t=100, one twice as fast, and a clock the test moves
     now = [100.0]
