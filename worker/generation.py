@@ -95,8 +95,9 @@ class SlotThread:
         """One line a candidate served: how it ended, or why it could not be served."""
         if outcome.error is None:
             log.info("candidate done: %s tokens (%s)", outcome.usage.get("completion_tokens", "?"),
-                     outcome.finish_reason, extra=self._kv(
-                         job=task.job, cand=task.cand, took_s=outcome.timings.get("total_s")))
+                     outcome.finish_reason,
+                     extra=self._kv(job=task.job, cand=task.cand,
+                                    took_s=_rounded(outcome.timings.get("total_s"))))
         elif outcome.error_kind == ERROR_REQUEST:  # a failed generation said so already
             log.info("candidate cannot be served: %s", outcome.error,
                      extra=self._kv(job=task.job, cand=task.cand))
@@ -120,3 +121,7 @@ def refusal(body: tuple[bytes, ...], error: str) -> Outcome:
     job = job if isinstance(job, str) and len(job) <= MAX_JOB_ID else ""
     ok = isinstance(cand, int) and not isinstance(cand, bool) and 0 <= cand <= MAX_CAND
     return Outcome(job, cand if ok else 0, error=error)
+
+
+def _rounded(seconds) -> float | None:
+    return round(seconds, 3) if isinstance(seconds, (int, float)) else None

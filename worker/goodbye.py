@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
 
-from common import logs
 from common.messages import Disconnect
 from worker.link import Link, send
 
@@ -34,18 +34,20 @@ def say_goodbye(sock: zmq.asyncio.Socket) -> None:
     sock.setsockopt(zmq.LINGER, GOODBYE_LINGER_MS)
 
 
-def goodbye(sock: zmq.asyncio.Socket, link: Link, stop_by: float, slot: int) -> bool:
+def goodbye(sock: zmq.asyncio.Socket, link: Link, stop_by: float,
+            fields: Callable[..., dict]) -> bool:
     """Stopping: once the candidate in hand is answered (or the grace is over) say
-    DISCONNECT, so the broker drops this slot now; True when it is said."""
+    DISCONNECT, so the broker drops this slot now; True when it is said. `fields(**kv)`
+    gives a log line the slot's own fields (peer, slot)."""
     work = link.work
     if work is not None or link.unsent is not None:
         if time.monotonic() < stop_by:
             return False
         job = work.task.job if work is not None and work.task is not None else None
-        log.warning("slot %d: the shutdown grace is over; leaving the candidate in hand to "
-                    "the broker", slot, extra=logs.kv(job=job))
+        log.warning("the shutdown grace is over; leaving the candidate in hand to the broker",
+                    extra=fields(job=job))
     say_goodbye(sock)  # the FINAL and the goodbye still go
-    log.info("slot %d: stopped; told the broker DISCONNECT", slot)
+    log.info("slot stopped; told the broker DISCONNECT", extra=fields())
     return True
 
 

@@ -153,8 +153,7 @@ class WorkerSession:
                 if link.beat_due():
                     send(sock, Heartbeat().to_frames())  # one the broker cannot take: dropped
                     link.sent_now()
-                slot = self.profile.slot
-                if self.stop_by is not None and goodbye(sock, link, self.stop_by, slot):
+                if self.stop_by is not None and goodbye(sock, link, self.stop_by, self._kv):
                     recv = await read_out(sock, recv)
                     return link.was_accepted()
         finally:
