@@ -39,12 +39,15 @@ bodies = {kind: hostile_bodies(_schemas(*names)).map(lambda case: pack(case[1]))
           for kind, names in (("request", ("GenerateRequest", "GenerateRequest(prompt)")),
                               ("reply", ("Chunk", "Outcome", "Outcome(error)")),
                               ("profile", ("WorkerProfile",)))}
+limits = st.builds(lambda v: pack({"limit": v}),  # swarm.history's one field, as strangers spell it
+                   st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats()
+                   | st.text(max_size=8) | st.lists(st.integers(), max_size=2))
 client_requests = st.builds(
     lambda delim, service, body: delim + [F.CLIENT, F.C_REQUEST, service, *body],
     st.sampled_from([[], [b""]]),
     st.sampled_from([F.SERVICE_GENERATE, F.SERVICE_GENERATE, F.SERVICE_CANCEL,
-                     F.SERVICE_STATUS, F.MMI_SERVICE, b"echo"]),
-    st.lists(st.just(pack(GOOD)) | bodies["request"], max_size=2))
+                     F.SERVICE_STATUS, F.SERVICE_HISTORY, F.MMI_SERVICE, b"echo"]),
+    st.lists(st.just(pack(GOOD)) | bodies["request"] | limits, max_size=2))
 worker_replies = st.builds(lambda cmd, client, body: [F.WORKER, cmd, client, b"", body],
                            st.sampled_from([F.W_PARTIAL, F.W_FINAL]),
                            st.sampled_from([C, S, b"other"]), bodies["reply"])
