@@ -43,16 +43,15 @@ class Lifecycle:
     def stopping(self) -> bool:
         return self.stop_at is not None
 
-    def shutdown(self, grace_s: float | None = None) -> None:
-        """New jobs are refused, running ones have `grace_s` to finish."""
+    def shutdown(self) -> None:
+        """New jobs are refused, running ones have the grace to finish."""
         if self.stop_at is not None:
             return
-        grace_s = self.grace_s if grace_s is None else grace_s
-        self.stop_at = time.monotonic() + grace_s
+        self.stop_at = time.monotonic() + self.grace_s
         self.generate.drain()
         running = len(self.generate.jobs)
-        log.info("shutting down: %d job(s) running get %g s to finish", running, grace_s)
-        self.notifier.stopping(f"draining {running} job(s) within {grace_s:g} s")
+        log.info("shutting down: %d job(s) running get %g s to finish", running, self.grace_s)
+        self.notifier.stopping(f"draining {running} job(s) within {self.grace_s:g} s")
 
     def advertised_now(self) -> None:
         """The mDNS advert is registered (or failed to be): READY may go out."""

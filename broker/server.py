@@ -137,10 +137,10 @@ class Broker:
                 self._zap.stop()
 
     # -- a graceful stop -------------------------------------------------------------------
-    def shutdown(self, grace_s: float | None = None) -> None:
+    def shutdown(self) -> None:
         """Stop gracefully (a signal handler calls this): new jobs are refused, running ones
-        have `grace_s` to finish; then `run` fails the rest, says goodbye and returns."""
-        self.lifecycle.shutdown(grace_s)
+        have the configured grace to finish; then `run` fails the rest, says goodbye and returns."""
+        self.lifecycle.shutdown()
 
     def advertised_now(self) -> None:
         """The mDNS advert is registered (or failed to be): READY may go out."""
