@@ -90,9 +90,5 @@ class Weights:
         another peer) is assumed to add."""
         return max(1.0, *self.by_peer.values()) if self.by_peer else 1.0
 
-    def __bool__(self) -> bool:
-        """Some peer counts other than 1."""
-        return bool(self.by_peer)
-
 
 EVEN = Weights({})
