@@ -96,7 +96,7 @@ class Broker:
                                     lambda: self.advertised(),
                                     frozenset(n for n, p in config.peers.items() if p.disabled))
         self.workers = Workers(self.registry, self.metrics, self.outbox, self.generate,
-                               self.router, self.rejected, config.peers, config.cancel_grace_s)
+                               self.router, self.rejected, config.peers)
 
     def bind(self) -> str:
         """Bind the ROUTER; returns the endpoint actually bound (port resolved)."""

@@ -32,11 +32,10 @@ log = logging.getLogger(__name__)
 class Workers:
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
                  generate: GenerateService, router: Router, rejected: Rejections,
-                 peers: dict[str, PeerSettings], cancel_grace_s: float):
+                 peers: dict[str, PeerSettings]):
         self.registry, self.metrics, self.outbox = registry, metrics, outbox
         self.generate, self.router, self.rejected = generate, router, rejected
         self.peers = peers  # [peers] of the config file: who is disabled
-        self.cancel_grace_s = cancel_grace_s
 
     def on_message(self, identity: bytes, delimited: bool, msg, now: float) -> None:
         slot = self.registry.get(identity)
@@ -133,8 +132,9 @@ class Workers:
             self.lose(slot, f"went silent for {slot.expiry_s:g} s", now)
 
     def generate_tick(self, now: float) -> None:
+        grace_s = self.generate.cancel_grace_s
         for slot in self.generate.tick(now):
-            self.disconnect(slot, f"worked on past a CANCEL for {self.cancel_grace_s:g} s", now)
+            self.disconnect(slot, f"worked on past a CANCEL for {grace_s:g} s", now)
 
     def route_tick(self, now: float) -> None:
         for slot in self.router.tick(now):
