@@ -19,6 +19,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from client.cells import text
 from client.link import REFUSED_EVENTS, RETRIES, Link, Retries
 from common import frames as F
 from common.bodies import GenerateRequest
@@ -240,6 +241,6 @@ def _map(body: tuple[bytes, ...], check: bool = False) -> dict[str, Any]:
         result = unpack_body(body)
     except ProtocolError as e:
         raise RequestFailed(f"the broker sent an unreadable answer: {e}") from e
-    if check and "error" in result:
-        raise RequestFailed(result["error"])
+    if check and "error" in result:  # shown on a terminal: one clean line, whatever came
+        raise RequestFailed(text(result["error"]) or "the broker sent an error without a text")
     return result

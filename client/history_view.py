@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from broker.history import MAX_LIMIT
+from client.cells import text
 
 COLUMNS = (("time", 19), ("job", 12), ("strategy", 10), ("winner", 16), ("ok", 7),
            ("total s", 8))
@@ -85,9 +86,7 @@ def _seconds(x: Any) -> str:
 
 
 def _text(x: Any) -> str:
-    if not isinstance(x, str) or not x:
-        return "?"
-    return "".join(c if c.isprintable() else "?" for c in x)
+    return text(x) or "?"
 
 
 def _finite(x: Any) -> bool:

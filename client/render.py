@@ -151,7 +151,7 @@ def summary(result: dict[str, Any]) -> str:
     votes = result.get("votes") if isinstance(result.get("votes"), dict) else {}
     score = votes.get(str(w["cand"]))
     return (f"winner: candidate {w['cand']} from {_text(w.get('peer')) or '?'} "
-            f"({_text(result.get('strategy')) or '?'} score {score}), "
+            f"({_text(result.get('strategy')) or '?'} score {num(score)}), "
             f"{ok}/{len(cands)} candidates ok")
 
 

@@ -282,3 +282,12 @@ def test_a_long_reason_wraps_over_a_few_lines_instead_of_being_cut():
     assert all(len(line) <= 80 for line in lines) and lines[at + 1].startswith("  ")
     huge = vote_table(explained(reason="word " * 10**4, cancelled=0))
     assert len(huge) - at == 3 and huge[-1].endswith("\u2026")
+
+
+def test_the_summary_shows_a_score_only_as_a_number():
+    from client.render import summary
+    result = {"winner": {"cand": 0, "peer": "w1", "text": "x"}, "strategy": "majority",
+              "votes": {"0": "\x1b[2J[bold]"}, "candidates": [{"ok": True}]}
+    assert summary(result) == "winner: candidate 0 from w1 (majority score -), 1/1 candidates ok"
+    result["votes"] = {"0": 0.5}
+    assert "(majority score 0.50)" in summary(result)

@@ -150,3 +150,16 @@ def test_the_library_with_retries_off_fails_on_the_first_loss(ctx):
                 await SwarmClient(broker.endpoint, ctx, retries=0).status(timeout_s=20.0)
         assert broker.requests == [F.SERVICE_STATUS]
     run(body(), 25.0)
+
+
+@pytest.mark.parametrize("error, said", [
+    ("no peer\x1b[2J\u202e took it", "no peer[2J took it"),  # escapes and bidi go
+    (None, "the broker sent an error without a text"),
+    (5, "the broker sent an error without a text"),
+    ("x" * 10**6, None),                                     # cut for the screen
+])
+def test_an_error_the_broker_sends_is_one_clean_line(error, said):
+    from client.client import _map
+    with pytest.raises(RequestFailed) as e:
+        _map((pack({"error": error}),), check=True)
+    assert str(e.value) == said if said else len(str(e.value)) <= 4096

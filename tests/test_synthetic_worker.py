@@ -35,3 +35,12 @@ def test_cancel_stops_it_unless_it_is_told_to_ignore_cancel():
     assert polite.finish_reason == "cancelled" and polite.text == ""
     rude = SyntheticBackend(tokens=20, ignore_cancel=True).generate(task(), lambda p: None, cancelled)
     assert rude.usage["completion_tokens"] == 20 and rude.finish_reason == "length"
+
+
+def test_a_token_delay_must_be_a_finite_duration():
+    from click.testing import CliRunner
+
+    from worker.synthetic import main
+    for bad in ("nan", "inf", "-1"):  # time.sleep would raise on each, in the slot's thread
+        result = CliRunner().invoke(main, ["--token-delay-s", bad])
+        assert result.exit_code == 2 and "--token-delay-s" in result.output

@@ -67,7 +67,7 @@ class SyntheticBackend:
 @click.option("--slots", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--tokens", type=click.IntRange(0, 1_000_000), default=8, show_default=True,
               help="Pieces per candidate (at most the job's max_tokens).")
-@click.option("--token-delay-s", type=float, default=0.0, show_default=True,
+@click.option("--token-delay-s", type=seconds(lo=0.0), default=0.0, show_default=True,
               help="Pause before each piece.")
 @click.option("--ignore-cancel", is_flag=True, help="Hear CANCEL and keep generating.")
 @click.option("--heartbeat-s", type=seconds(), default=F.DEFAULT_HEARTBEAT_S, show_default=True)
