@@ -10,9 +10,9 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from broker.adaptive import SOURCES as TIMEOUT_SOURCES
 from client.cells import WIDTH, clip, count, is_count, num, text
 
-TIMEOUT_SOURCES = ("override", "hint", "learned", "default")  # broker/adaptive.py SOURCES
 _COLUMNS = ("peer", "state", "busy", "req", "ok", "fail", "wins", "p95 s", "tok/s", "last error")
 
 

@@ -46,7 +46,9 @@ def goodbye(sock: zmq.asyncio.Socket, link: Link, stop_by: float,
         job = work.task.job if work is not None and work.task is not None else None
         log.warning("the shutdown grace is over; leaving the candidate in hand to the broker",
                     extra=fields(job=job))
-    say_goodbye(sock)  # the FINAL and the goodbye still go
+    # the goodbye goes; a FINAL the broker could not take yet (link.unsent) past the grace
+    # does not: the broker re-dispatches that candidate once it reads the DISCONNECT
+    say_goodbye(sock)
     log.info("slot stopped; told the broker DISCONNECT", extra=fields())
     return True
 
