@@ -5,53 +5,29 @@ from __future__ import annotations
 
 import pytest
 
-from broker.generate import GenerateService
-from broker.metrics import MetricsBook
-from broker.outbox import Outbox
-from broker.policy import TimeoutPolicy
-from broker.registry import Registry
-from common.bodies import GenerateRequest, Outcome, Task
-from common.codec import pack, unpack
-from common.messages import Cancel, WorkerReply, WorkerRequest, decode
-from common.profile import WorkerProfile
+from common.messages import Cancel
+from tests import generate_util
+from tests.generate_util import CLIENT
 
 pytestmark = pytest.mark.timeout(10)
 
-CLIENT = b"client-1"
 GRACE_S = 2.0
 
 
-class Swarm:
+class Swarm(generate_util.Swarm):
+    """One candidate a job, on slots named as their identity that hear CANCEL unless told."""
+
     def __init__(self, peer_timeout_s: float = 60.0):
-        self.registry = Registry(interval_s=1.0, liveness=3)
-        self.metrics = MetricsBook()
-        self.outbox = Outbox()
-        self.service = GenerateService(self.registry, self.metrics, self.outbox,
-                                       TimeoutPolicy(peer_timeout_s), cancel_grace_s=GRACE_S)
+        super().__init__(peer_timeout_s, cancel_grace_s=GRACE_S)
 
     def add(self, identity: bytes, cancel: bool = True) -> None:
-        name = identity.decode()
-        profile = WorkerProfile(name=name, node_id=name, seed_variation=True, cancel=cancel)
-        self.registry.add(identity, b"generate", profile, False, 0.0)
+        super().add(identity, seed_variation=True, cancel=cancel, name=identity.decode())
 
     def submit(self, now: float, **body) -> None:
-        request = GenerateRequest.from_map({"prompt": "2+2=", "candidates": 1, **body})
-        self.service.submit(CLIENT, False, request, now)
+        super().submit(now, **{"candidates": 1, **body})
 
     def final(self, identity: bytes, now: float) -> None:
-        slot = self.registry.get(identity)
-        job, cand = slot.job
-        body = Outcome(job, cand, "4", "cancelled", {"completion_tokens": 1}).to_map()
-        self.service.on_reply(slot, WorkerReply(CLIENT, (pack(body),), True), now)
-
-    def sent(self) -> list[tuple[bytes, object]]:
-        out = []
-        for frames, _ in self.outbox.drain():
-            _, msg = decode(frames[1:])
-            if isinstance(msg, WorkerRequest):
-                msg = Task.from_map(unpack(msg.body[0]))
-            out.append((frames[0], msg))
-        return out
+        self.reply(identity, now, finish="cancelled")
 
 
 def cancels(sent) -> list[bytes]:
