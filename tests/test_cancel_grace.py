@@ -30,6 +30,15 @@ class Swarm(generate_util.Swarm):
         self.reply(identity, now, finish="cancelled")
 
 
+def told_to_stop(identity: bytes, at: float = 1.0, cancel: bool = True) -> Swarm:
+    """A slot on the one candidate of a job from t=0, which its client cancels `at`."""
+    s = Swarm()
+    s.add(identity, cancel=cancel)
+    s.submit(0.0)
+    s.service.cancel_client(CLIENT, at)
+    return s
+
+
 def cancels(sent) -> list[bytes]:
     return [ident for ident, msg in sent if isinstance(msg, Cancel)]
 
@@ -51,10 +60,7 @@ def test_a_slot_that_goes_on_past_the_grace_is_handed_back_and_counted():
 
 
 def test_a_slot_that_sends_its_final_within_the_grace_is_left_alone():
-    s = Swarm()
-    s.add(b"polite")
-    s.submit(0.0)
-    s.service.cancel_client(CLIENT, 1.0)
+    s = told_to_stop(b"polite")
     s.final(b"polite", 1.5)
     assert s.registry.get(b"polite").idle
     assert s.service.tick(1.0 + GRACE_S) == []
@@ -63,10 +69,7 @@ def test_a_slot_that_sends_its_final_within_the_grace_is_left_alone():
 
 def test_a_slot_that_stopped_and_took_new_work_is_not_blamed_for_the_old_cancel():
     # Given a slot told to stop, which stops and takes the next job at once
-    s = Swarm()
-    s.add(b"busy")
-    s.submit(0.0)
-    s.service.cancel_client(CLIENT, 1.0)
+    s = told_to_stop(b"busy")
     s.final(b"busy", 1.2)
     s.submit(1.3)
     assert not s.registry.get(b"busy").idle
@@ -88,20 +91,14 @@ def test_a_peer_timeout_cancels_and_arms_the_grace_too():
 
 
 def test_a_slot_that_cannot_hear_cancel_gets_no_cancel_and_no_grace():
-    s = Swarm()
-    s.add(b"strict", cancel=False)
-    s.submit(0.0)
-    s.service.cancel_client(CLIENT, 1.0)
+    s = told_to_stop(b"strict", cancel=False)
     assert cancels(s.sent()) == []
     assert s.service.tick(1.0 + GRACE_S) == []
 
 
 def test_a_grace_outlives_its_job_when_timers_of_ended_jobs_are_pruned():
     # Given a rude slot told to stop, whose job has ended (so its grace outlives the job)
-    s = Swarm()
-    s.add(b"rude")
-    s.submit(0.0)
-    s.service.cancel_client(CLIENT, 0.5)
+    s = told_to_stop(b"rude", at=0.5)
     assert cancels(s.sent()) == [b"rude"]
     s.add(b"polite")
     # When thousands of jobs end on the other slot before the grace runs out, so the timers
