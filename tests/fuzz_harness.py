@@ -32,6 +32,7 @@ from common.profile import WorkerProfile
 from tests.fuzz_hostile import Hostile, big_bombs
 from tests.fuzz_peers import (SYNTH_MODEL, SYNTH_TOKENS, Rogue, Vandal, ask, drain,
                               expected_text, send_now, socket)
+from tests.wire import running_broker, serving
 from worker.session import SessionConfig, WorkerSession
 from worker.synthetic import SyntheticBackend
 
@@ -153,12 +154,10 @@ async def worker_under_test(ctx, tokens: int = SYNTH_TOKENS):
                            reconnect_min_s=0.05, reconnect_max_s=0.2)
     profile = WorkerProfile(name="fuzzed", node_id="fuzzed", model=SYNTH_MODEL, cancel=True)
     session = WorkerSession(ctx, config, profile, SyntheticBackend(tokens))
-    task = asyncio.create_task(session.run())
     try:
-        yield MadBroker(router, task), session
+        async with serving(session.run()) as (task,):
+            yield MadBroker(router, task), session
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
         router.close()
 
 
@@ -231,22 +230,16 @@ async def fuzz_worker(ctx, *, messages: int = 0, seconds: float = 0.0, seed: int
 
 # -- on its own -----------------------------------------------------------------------------
 async def _own_broker_and_workers(ctx, seconds: float, seed: int, big: bool) -> Report:
-    from tests.wire import running_broker
     async with running_broker(ctx, heartbeat_s=FAST_HB_S) as broker:
         profile = WorkerProfile(name="fuzz-synthetic", node_id="fuzz-synthetic",
                                 model=SYNTH_MODEL, seed_variation=True, cancel=True)
         config = SessionConfig(broker.endpoint, heartbeat_s=FAST_HB_S)
-        workers = [asyncio.create_task(WorkerSession(ctx, config, profile,
-                                                     SyntheticBackend(SYNTH_TOKENS)).run())
-                   for _ in range(2)]
-        try:
+        async with serving(*(WorkerSession(ctx, config, profile,
+                                           SyntheticBackend(SYNTH_TOKENS)).run()
+                             for _ in range(2))):
             report = await fuzz_broker(ctx, broker.endpoint, seconds=seconds, seed=seed, big=big)
             report.extra = broker._broker_info(time.monotonic())
             return report
-        finally:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
 
 
 @click.command()

@@ -1,5 +1,5 @@
-"""Helpers for the load and slow-reader tests: synthetic worker processes, a client that
-never reads, and the broker's memory as the kernel sees it."""
+"""Helpers for the load and slow-reader tests: requests, a client that never reads, and the
+broker's memory as the kernel sees it."""
 
 from __future__ import annotations
 
@@ -13,17 +13,9 @@ import zmq
 from common import frames as F
 from common.codec import pack
 from common.messages import ClientRequest
-from tests.conftest import FAST_HB, Procs
 from tests.wire import status
 
 MB = 1_000_000
-
-
-def synthetic(procs: Procs, endpoint: str, name: str, *extra: str) -> subprocess.Popen:
-    """A real worker process with the model-free backend (worker/synthetic.py)."""
-    return procs.start("python", "-m", "worker.synthetic", "--broker", endpoint,
-                       "--name", name, "--heartbeat-s", FAST_HB, "--reconnect-s", "0.1", *extra,
-                       name=name)
 
 
 def generate(**question) -> list[bytes]:

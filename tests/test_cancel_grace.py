@@ -5,53 +5,38 @@ from __future__ import annotations
 
 import pytest
 
-from broker.generate import GenerateService
-from broker.metrics import MetricsBook
-from broker.outbox import Outbox
-from broker.policy import TimeoutPolicy
-from broker.registry import Registry
-from common.bodies import GenerateRequest, Outcome, Task
-from common.codec import pack, unpack
-from common.messages import Cancel, WorkerReply, WorkerRequest, decode
-from common.profile import WorkerProfile
+from common.messages import Cancel
+from tests import generate_util
+from tests.generate_util import CLIENT
 
 pytestmark = pytest.mark.timeout(10)
 
-CLIENT = b"client-1"
 GRACE_S = 2.0
 
 
-class Swarm:
+class Swarm(generate_util.Swarm):
+    """One candidate a job, on slots named as their identity that hear CANCEL unless told."""
+
     def __init__(self, peer_timeout_s: float = 60.0):
-        self.registry = Registry(interval_s=1.0, liveness=3)
-        self.metrics = MetricsBook()
-        self.outbox = Outbox()
-        self.service = GenerateService(self.registry, self.metrics, self.outbox,
-                                       TimeoutPolicy(peer_timeout_s), cancel_grace_s=GRACE_S)
+        super().__init__(peer_timeout_s, cancel_grace_s=GRACE_S)
 
     def add(self, identity: bytes, cancel: bool = True) -> None:
-        name = identity.decode()
-        profile = WorkerProfile(name=name, node_id=name, seed_variation=True, cancel=cancel)
-        self.registry.add(identity, b"generate", profile, False, 0.0)
+        super().add(identity, seed_variation=True, cancel=cancel, name=identity.decode())
 
     def submit(self, now: float, **body) -> None:
-        request = GenerateRequest.from_map({"prompt": "2+2=", "candidates": 1, **body})
-        self.service.submit(CLIENT, False, request, now)
+        super().submit(now, **{"candidates": 1, **body})
 
     def final(self, identity: bytes, now: float) -> None:
-        slot = self.registry.get(identity)
-        job, cand = slot.job
-        body = Outcome(job, cand, "4", "cancelled", {"completion_tokens": 1}).to_map()
-        self.service.on_reply(slot, WorkerReply(CLIENT, (pack(body),), True), now)
+        self.reply(identity, now, finish="cancelled")
 
-    def sent(self) -> list[tuple[bytes, object]]:
-        out = []
-        for frames, _ in self.outbox.drain():
-            _, msg = decode(frames[1:])
-            if isinstance(msg, WorkerRequest):
-                msg = Task.from_map(unpack(msg.body[0]))
-            out.append((frames[0], msg))
-        return out
+
+def told_to_stop(identity: bytes, at: float = 1.0, cancel: bool = True) -> Swarm:
+    """A slot on the one candidate of a job from t=0, which its client cancels `at`."""
+    s = Swarm()
+    s.add(identity, cancel=cancel)
+    s.submit(0.0)
+    s.service.cancel_client(CLIENT, at)
+    return s
 
 
 def cancels(sent) -> list[bytes]:
@@ -75,10 +60,7 @@ def test_a_slot_that_goes_on_past_the_grace_is_handed_back_and_counted():
 
 
 def test_a_slot_that_sends_its_final_within_the_grace_is_left_alone():
-    s = Swarm()
-    s.add(b"polite")
-    s.submit(0.0)
-    s.service.cancel_client(CLIENT, 1.0)
+    s = told_to_stop(b"polite")
     s.final(b"polite", 1.5)
     assert s.registry.get(b"polite").idle
     assert s.service.tick(1.0 + GRACE_S) == []
@@ -87,10 +69,7 @@ def test_a_slot_that_sends_its_final_within_the_grace_is_left_alone():
 
 def test_a_slot_that_stopped_and_took_new_work_is_not_blamed_for_the_old_cancel():
     # Given a slot told to stop, which stops and takes the next job at once
-    s = Swarm()
-    s.add(b"busy")
-    s.submit(0.0)
-    s.service.cancel_client(CLIENT, 1.0)
+    s = told_to_stop(b"busy")
     s.final(b"busy", 1.2)
     s.submit(1.3)
     assert not s.registry.get(b"busy").idle
@@ -112,20 +91,14 @@ def test_a_peer_timeout_cancels_and_arms_the_grace_too():
 
 
 def test_a_slot_that_cannot_hear_cancel_gets_no_cancel_and_no_grace():
-    s = Swarm()
-    s.add(b"strict", cancel=False)
-    s.submit(0.0)
-    s.service.cancel_client(CLIENT, 1.0)
+    s = told_to_stop(b"strict", cancel=False)
     assert cancels(s.sent()) == []
     assert s.service.tick(1.0 + GRACE_S) == []
 
 
 def test_a_grace_outlives_its_job_when_timers_of_ended_jobs_are_pruned():
     # Given a rude slot told to stop, whose job has ended (so its grace outlives the job)
-    s = Swarm()
-    s.add(b"rude")
-    s.submit(0.0)
-    s.service.cancel_client(CLIENT, 0.5)
+    s = told_to_stop(b"rude", at=0.5)
     assert cancels(s.sent()) == [b"rude"]
     s.add(b"polite")
     # When thousands of jobs end on the other slot before the grace runs out, so the timers

@@ -18,6 +18,7 @@ from common.codec import pack
 from common.errors import RequestFailed
 from common.messages import ClientReply, decode_client, split_envelope
 from tests.conftest import run
+from tests.wire import serving
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -109,12 +110,10 @@ class ForgetfulBroker:
 @contextlib.asynccontextmanager
 async def forgetful(ctx, final: dict):
     broker = ForgetfulBroker(ctx, final)
-    serving = asyncio.create_task(broker.serve())
     try:
-        yield broker
+        async with serving(broker.serve()):
+            yield broker
     finally:
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
         broker.sock.close(linger=0)
 
 

@@ -4,61 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from broker.generate import GenerateService
-from broker.policy import TimeoutPolicy
-from broker.metrics import MetricsBook
-from broker.outbox import Outbox
-from broker.registry import Registry
-from common.bodies import Chunk, GenerateRequest, Outcome, Task
-from common.codec import pack, unpack
-from common.messages import Cancel, ClientReply, WorkerReply, WorkerRequest, decode
+from common.bodies import Task
+from common.messages import Cancel
 from common.profile import WorkerProfile
+from tests.generate_util import CLIENT, Swarm
 
 pytestmark = pytest.mark.timeout(10)
-
-CLIENT = b"client-1"
-
-
-class Swarm:
-    """A GenerateService with fake slots; `sent()` decodes what it queued since the last call."""
-
-    def __init__(self, default_s: float = 60.0):
-        self.registry = Registry(interval_s=1.0, liveness=3)
-        self.metrics = MetricsBook()
-        self.outbox = Outbox()
-        self.service = GenerateService(self.registry, self.metrics, self.outbox,
-                                       TimeoutPolicy(default_s))
-
-    def add(self, identity: bytes, seed_variation: bool = False, timeout_s: float | None = None,
-            cancel: bool = False) -> None:
-        name = identity.decode().upper()
-        profile = WorkerProfile(name=name, node_id=name, seed_variation=seed_variation,
-                                timeout_s=timeout_s, cancel=cancel)
-        self.registry.add(identity, b"generate", profile, False, 0.0)
-
-    def submit(self, now: float = 0.0, **body) -> None:
-        request = GenerateRequest.from_map({"prompt": "2+2=", **body})
-        self.service.submit(CLIENT, False, request, now)
-
-    def reply(self, identity: bytes, now: float, text: str = "4", error: str | None = None,
-              final: bool = True) -> None:
-        slot = self.registry.get(identity)
-        job, cand = slot.job
-        body = Outcome(job, cand, text, "stop", {"completion_tokens": 2}, error=error) if final \
-            else Chunk(job, cand, 0, text)
-        self.service.on_reply(slot, WorkerReply(CLIENT, (pack(body.to_map()),), final), now)
-
-    def sent(self) -> list[tuple[bytes, object]]:
-        out = []
-        for frames, _ in self.outbox.drain():
-            delimited, msg = decode(frames[1:])
-            assert not delimited
-            if isinstance(msg, (WorkerRequest, ClientReply)):
-                assert len(msg.body) == 1
-                body = unpack(msg.body[0])
-                msg = Task.from_map(body) if isinstance(msg, WorkerRequest) else (msg.final, body)
-            out.append((frames[0], msg))
-        return out
 
 
 def tasks(sent) -> list[tuple[bytes, Task]]:

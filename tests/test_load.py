@@ -21,7 +21,8 @@ from common import frames as F
 from common.codec import unpack
 from common.messages import ClientRequest, decode_client, split_envelope
 from tests.conftest import free_port, run, wait_for_peers
-from tests.load_util import generate, synthetic
+from tests.faults_util import synthetic
+from tests.load_util import generate
 from tests.wire import dealer, recv, status
 from worker.synthetic import WORDS
 
@@ -96,7 +97,7 @@ def start_swarm(procs, *broker_args: str) -> str:
     procs.broker(port, *broker_args)
     endpoint = f"tcp://127.0.0.1:{port}"
     for name in WORKERS:
-        synthetic(procs, endpoint, name, "--slots", "2", "--tokens", "6",
+        synthetic(procs, port, name, "--slots", "2", "--tokens", "6",
                   "--token-delay-s", "0.002")
     wait_for_peers(port, set(WORKERS))
     return endpoint

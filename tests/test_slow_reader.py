@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import free_port, run, wait_for_peers
-from tests.load_util import (broker_stats_until, generate, non_reader, rss_mb,
-                             status_request, synthetic)
+from tests.faults_util import synthetic
+from tests.load_util import broker_stats_until, generate, non_reader, rss_mb, status_request
 from tests.wire import body_of, client_final, dealer
 
 pytestmark = pytest.mark.timeout(110)
@@ -22,6 +22,15 @@ FLOOD = 80_000          # status requests from the stranger that never reads
 # the broker keeps at most 32 MiB of progress and 64 MiB in all for one peer (delivery.py);
 # beyond that, what it holds for its own work (the job's text, libzmq's queues) is slack
 RSS_GROWTH_BOUND_MB = 200
+
+
+def broker_with_worker(procs, name: str, *extra: str) -> tuple[str, object, float]:
+    """A broker process and one synthetic worker, live: (endpoint, broker, its RSS in MB)."""
+    port = free_port()
+    broker = procs.broker(port)
+    synthetic(procs, port, name, *extra)
+    wait_for_peers(port, {name})
+    return f"tcp://127.0.0.1:{port}", broker, rss_mb(broker)
 
 
 async def served(ctx, endpoint: str) -> dict:
@@ -37,33 +46,24 @@ async def served(ctx, endpoint: str) -> dict:
 
 def test_a_client_that_stops_reading_a_long_stream_is_shed_and_others_are_served(procs, ctx):
     # Given a broker and a synthetic worker with 6 slots that streams up to 30,000 tokens
-    port = free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    broker = procs.broker(port)
-    synthetic(procs, endpoint, "stream", "--slots", "6", "--tokens", str(STREAM_TOKENS))
-    wait_for_peers(port, {"stream"})
-    rss_before = rss_mb(broker)
+    endpoint, broker, rss_before = broker_with_worker(
+        procs, "stream", "--slots", "6", "--tokens", str(STREAM_TOKENS))
 
     async def body():
         # When a client asks for a job of 5 long candidates with progress and never reads
-        slow = non_reader(ctx, endpoint)
-        try:
-            await watch_slow_stream(slow)
-        finally:
-            slow.close()
-
-    async def watch_slow_stream(slow):
-        await slow.send_multipart(generate(prompt="go", candidates=5, max_tokens=STREAM_TOKENS,
-                                           strategy="first", stream="progress"))
-        # Then the broker backs its events up, and sheds them past its budget, counted
-        backed = await broker_stats_until(ctx, endpoint, lambda s: s["shed"] > 0)
-        assert backed["backlogged"] > 0
-        # and another client is served meanwhile, on the sixth slot
-        answer = await served(ctx, endpoint)
-        assert answer["winner"]["text"], answer
-        # and when the job is over, the memory it took stays within a bound
-        done = await broker_stats_until(ctx, endpoint, lambda s: s["jobs_active"] == 0)
-        growth = rss_mb(broker) - rss_before
+        with non_reader(ctx, endpoint) as slow:
+            await slow.send_multipart(generate(prompt="go", candidates=5,
+                                               max_tokens=STREAM_TOKENS, strategy="first",
+                                               stream="progress"))
+            # Then the broker backs its events up, and sheds them past its budget, counted
+            backed = await broker_stats_until(ctx, endpoint, lambda s: s["shed"] > 0)
+            assert backed["backlogged"] > 0
+            # and another client is served meanwhile, on the sixth slot
+            answer = await served(ctx, endpoint)
+            assert answer["winner"]["text"], answer
+            # and when the job is over, the memory it took stays within a bound
+            done = await broker_stats_until(ctx, endpoint, lambda s: s["jobs_active"] == 0)
+            growth = rss_mb(broker) - rss_before
         print(f"slow reader: {done['backlogged']} backlogged, {done['shed']} shed, "
               f"{done['sent']} sent; broker RSS {rss_before:.0f} MB + {growth:.0f} MB")
         assert growth < RSS_GROWTH_BOUND_MB
@@ -73,35 +73,24 @@ def test_a_client_that_stops_reading_a_long_stream_is_shed_and_others_are_served
 
 def test_a_stranger_that_asks_and_never_reads_is_cut_off_not_kept(procs, ctx):
     # Given a broker with a worker
-    port = free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    broker = procs.broker(port)
-    synthetic(procs, endpoint, "quick", "--tokens", "4")
-    wait_for_peers(port, {"quick"})
-    rss_before = rss_mb(broker)
+    endpoint, broker, rss_before = broker_with_worker(procs, "quick", "--tokens", "4")
 
     async def body():
         # When a stranger sends 80,000 status requests and reads none of the answers
-        stranger = non_reader(ctx, endpoint)
-        try:
-            await flood(stranger)
-        finally:
-            stranger.close()
-
-    async def flood(stranger):
-        request = status_request()
-        for _ in range(FLOOD):
-            await stranger.send_multipart(request)
-        # Then the broker cuts it off past its hard limit and counts what it dropped
-        done = await broker_stats_until(ctx, endpoint,
-                                        lambda s: s["messages"] >= FLOOD and s.get("cut_off", 0) > 0)
-        assert done["undeliverable"] > 0
-        # and its memory stays within a bound, and other clients are still served
-        growth = rss_mb(broker) - rss_before
-        print(f"stranger: {done['messages']} messages, {done['backlogged']} backlogged, "
-              f"{done['undeliverable']} dropped, cut off {done['cut_off']}x; "
-              f"broker RSS {rss_before:.0f} MB + {growth:.0f} MB")
-        assert growth < RSS_GROWTH_BOUND_MB
-        answer = await served(ctx, endpoint)
-        assert answer["winner"]["text"], answer
+        with non_reader(ctx, endpoint) as stranger:
+            request = status_request()
+            for _ in range(FLOOD):
+                await stranger.send_multipart(request)
+            # Then the broker cuts it off past its hard limit and counts what it dropped
+            done = await broker_stats_until(
+                ctx, endpoint, lambda s: s["messages"] >= FLOOD and s.get("cut_off", 0) > 0)
+            assert done["undeliverable"] > 0
+            # and its memory stays within a bound, and other clients are still served
+            growth = rss_mb(broker) - rss_before
+            print(f"stranger: {done['messages']} messages, {done['backlogged']} backlogged, "
+                  f"{done['undeliverable']} dropped, cut off {done['cut_off']}x; "
+                  f"broker RSS {rss_before:.0f} MB + {growth:.0f} MB")
+            assert growth < RSS_GROWTH_BOUND_MB
+            answer = await served(ctx, endpoint)
+            assert answer["winner"]["text"], answer
     run(body(), timeout_s=100)

@@ -17,7 +17,8 @@ from broker.status import status_map
 from client.peers_view import peer_lines, peers_table
 from common.mdns import WorkerAdvert
 from common.profile import WorkerProfile
-from tests.conftest import FAST_HB, ask, free_port, wait_for_peers
+from tests.conftest import ask, free_port, wait_for_peers
+from tests.faults_util import synthetic
 from tests.test_cli_input import _peer, assert_usage_error, cli
 
 pytestmark = pytest.mark.timeout(90)
@@ -105,11 +106,9 @@ def test_the_broker_refuses_a_floor_and_cap_that_make_no_sense(args, words):
     assert_usage_error(r, *words)
 
 
-def synthetic(procs, port: int, name: str, slots: int):
-    return procs.start("python", "-m", "worker.synthetic", "--broker", f"tcp://127.0.0.1:{port}",
-                       "--name", name, "--slots", str(slots), "--tokens", "6",
-                       "--token-delay-s", "0.01", "--heartbeat-s", FAST_HB, "--reconnect-s",
-                       "0.1", name=name)
+def quick_worker(procs, port: int, name: str, slots: int):
+    return synthetic(procs, port, name, "--slots", str(slots), "--tokens", "6",
+                     "--token-delay-s", "0.01")
 
 
 def peers_now(port: int) -> dict[str, dict]:
@@ -124,8 +123,8 @@ def test_a_real_swarm_learns_each_peers_timeout_and_says_so(procs):
     port = free_port()
     procs.broker(port, "--no-mdns", "--peer-timeout", "pinned=42", "--timeout-floor-s", "7.5",
                  "--timeout-cap-s", "300")
-    synthetic(procs, port, "fast", 2)
-    synthetic(procs, port, "pinned", 1)
+    quick_worker(procs, port, "fast", 2)
+    quick_worker(procs, port, "pinned", 1)
     wait_for_peers(port, {"fast", "pinned"})
     # Then before any job the unknown peer is on the default, the other on its override
     before = peers_now(port)

@@ -16,15 +16,23 @@ from common.profile import WorkerProfile
 
 
 @contextlib.asynccontextmanager
+async def serving(*coros):
+    """Each coroutine runs as a task for the block (which gets the tasks); then cancelled."""
+    tasks = [asyncio.create_task(coro) for coro in coros]
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
 async def running_broker(ctx, **config):
     broker = Broker(BrokerConfig(bind="tcp://127.0.0.1:*", **config), ctx)
     broker.bind()
-    task = asyncio.create_task(broker.run())
-    try:
+    async with serving(broker.run()):
         yield broker
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def registered(broker: Broker, slots: int = 1, timeout_s: float = 20.0) -> None:
