@@ -217,3 +217,18 @@ def test_the_history_table_shows_odd_values_as_question_marks():
     assert "(failed)" in lines[1] and "1/2" in lines[1] and "\x1b" not in lines[1]
     assert "gpu" in lines[2] and "1/1" in lines[2] and lines[2].endswith("0.50")
     assert history_lines([]) == ["no jobs yet"]
+
+
+def test_a_record_nested_past_what_json_decodes_is_skipped_not_fatal(tmp_path):
+    # Given a state file whose job row and peer row nest deeper than json can decode
+    path = tmp_path / "broker.sqlite3"
+    Store(path, keep=5).close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO jobs (job, at, record) VALUES ('x', 0, ?)", ("[" * 100_000,))
+    db.execute("INSERT INTO peers VALUES ('gpu', 0, ?)", ("{\"a\":" * 100_000,))
+    db.commit()
+    db.close()
+    # When the broker reads it back, then the odd rows read as nothing and the file stays kept
+    store = Store(path, keep=5)
+    assert store.load() == ([("gpu", None)], [None]) and store.active
+    store.close()
