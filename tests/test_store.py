@@ -232,3 +232,15 @@ def test_a_record_nested_past_what_json_decodes_is_skipped_not_fatal(tmp_path):
     store = Store(path, keep=5)
     assert store.load() == ([("gpu", None)], [None]) and store.active
     store.close()
+
+
+def test_a_count_too_big_to_send_is_not_restored():
+    # Given kept metrics whose counts no broker could have reached (msgpack stops at 64 bits)
+    from common.codec import pack
+    huge = 10**30
+    hist = {"bounds": list(peer_state.TTFT_BUCKETS_S), "counts": [huge] + [0] * 10,
+            "sum": 1.0, "count": huge}
+    m = peer_state.restore({"requests": huge, "tokens": huge, "wins": 2, "ttft_histogram": hist})
+    # Then they are left at their defaults, and swarm.status can still send the peer's map
+    assert (m.requests, m.tokens, m.wins, m.ttft_histogram.count) == (0, 0, 2, 0)
+    pack(m.to_map())
