@@ -15,6 +15,7 @@ from dataclasses import fields
 from typing import Any
 
 from broker.metrics import TTFT_BUCKETS_S, Histogram, PeerMetrics
+from common.bodies import MAX_ERROR
 
 COUNTS = ("requests", "successes", "failures", "timeouts", "cancelled", "request_errors",
           "heartbeat_misses", "cancel_ignored", "wins", "tokens", "timeouts_in_row")
@@ -52,7 +53,7 @@ def restore(data: Any) -> PeerMetrics:
     if _finite(data.get("busy_s")) and data["busy_s"] >= 0:
         m.busy_s = float(data["busy_s"])
     if isinstance(data.get("last_error"), str):
-        m.last_error = data["last_error"]
+        m.last_error = data["last_error"][:MAX_ERROR]  # as long as a live one may be
         m.last_error_at = float(data["last_error_at"]) if _finite(data.get("last_error_at")) \
             else None
     m.ttft_histogram = _histogram(data.get("ttft_histogram")) or m.ttft_histogram

@@ -244,3 +244,9 @@ def test_a_count_too_big_to_send_is_not_restored():
     # Then they are left at their defaults, and swarm.status can still send the peer's map
     assert (m.requests, m.tokens, m.wins, m.ttft_histogram.count) == (0, 0, 2, 0)
     pack(m.to_map())
+
+
+def test_a_kept_error_is_cut_to_what_a_live_one_may_be():
+    from common.bodies import MAX_ERROR
+    m = peer_state.restore({"last_error": "x" * 10_000_000, "last_error_at": 1.0})
+    assert m.last_error == "x" * MAX_ERROR and m.last_error_at == 1.0
