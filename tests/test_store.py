@@ -250,3 +250,18 @@ def test_a_kept_error_is_cut_to_what_a_live_one_may_be():
     from common.bodies import MAX_ERROR
     m = peer_state.restore({"last_error": "x" * 10_000_000, "last_error_at": 1.0})
     assert m.last_error == "x" * MAX_ERROR and m.last_error_at == 1.0
+
+
+@pytest.mark.parametrize("odd", [
+    {"tokens": 10**30},                       # msgpack cannot send it: swarm.history failed
+    {"ttft_s": float("nan")},
+    {"error": "x" * 10_000_000},              # every reply that holds it swells
+    {"peer": ["a", ["b"]]},
+    {"extra": [[[[]]]]},
+])
+def test_a_kept_job_is_restored_only_as_a_record_could_be_made(odd):
+    rec = _job(1)
+    rec["candidates"][0].update(odd)
+    assert not valid_record(rec)
+    assert not valid_record({**_job(1), "nested": [[[]]] * 3}) and valid_record(_job(2))
+    assert not valid_record({**_job(1), "candidates": [_job(1)["candidates"][0]] * 100_000})
