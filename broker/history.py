@@ -103,7 +103,7 @@ class History:
 _RECORD_KEYS = {"job", "at", "question", "strategy", "method", "outcome", "error", "winner",
                 "candidates", "total_s"}
 _CANDIDATE_KEYS = {"cand", "peer", "state", "ok", "tokens", "ttft_s", "latency_s", "error"}
-MAX_KEPT_CHARS = 512  # of any text in a record read back (a peer's name is at most ~263)
+MAX_KEPT_CHARS = 512  # of any text read back from disk (a peer's name is at most ~263)
 MAX_KEPT_INT = 2**53  # msgpack cannot send an integer past 64 bits
 
 

@@ -265,3 +265,14 @@ def test_a_kept_job_is_restored_only_as_a_record_could_be_made(odd):
     assert not valid_record(rec)
     assert not valid_record({**_job(1), "nested": [[[]]] * 3}) and valid_record(_job(2))
     assert not valid_record({**_job(1), "candidates": [_job(1)["candidates"][0]] * 100_000})
+
+
+def test_a_kept_peer_name_no_worker_could_have_is_not_restored(tmp_path):
+    from broker.keeper import Keeper
+    path = tmp_path / "broker.sqlite3"
+    store = Store(path, keep=5)
+    store.put("peers", [("x" * 1_000_000, {}), ("gpu", {"requests": 2})])
+    store.close()
+    book = MetricsBook()
+    Keeper(Store(path, keep=5), book, History(5)).load()
+    assert book.names() == ["gpu"] and book.peer("gpu").requests == 2
