@@ -26,7 +26,7 @@ from common.curve_cli import KeygenGroup, keygen_command, secure_options
 from common.endpoints import bind_host
 from common.errors import ConfigError
 from common.discovery import broker_mdns
-from common.profile import MAX_HEARTBEAT_S
+from common.profile import MAX_HEARTBEAT_S, MAX_LIVENESS
 from common.runner import run_until_signalled
 from common.sdnotify import Notifier
 
@@ -54,7 +54,7 @@ def _peer_timeouts(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
               help="ZeroMQ endpoint for clients and workers (tcp://HOST:PORT, HOST * for all).")
 @click.option("--heartbeat-s", type=seconds(hi=MAX_HEARTBEAT_S), default=F.DEFAULT_HEARTBEAT_S,
               show_default=True, help="Heartbeat interval.")
-@click.option("--liveness", type=click.IntRange(min=1), default=F.DEFAULT_LIVENESS,
+@click.option("--liveness", type=click.IntRange(1, MAX_LIVENESS), default=F.DEFAULT_LIVENESS,
               show_default=True, help="Missed heartbeats before a worker is dead.")
 @click.option("--timeout-s", type=seconds(), default=F.DEFAULT_TIMEOUT_S, show_default=True,
               help="Job deadline, and a peer's timeout until its own is learned.")

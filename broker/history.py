@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any
 
 from broker.jobs import Candidate, Job
-from common.bodies import Sampling
+from common.bodies import MAX_CANDIDATES, Sampling
 from common.codec import number
 
 DEFAULT_HISTORY_SIZE = 1000  # jobs kept (swarm-broker --history-size)
@@ -100,14 +100,38 @@ class History:
         return len(self._jobs)
 
 
-def valid_record(rec: Any) -> bool:
-    """Whether a record read back from disk has the shape `record` gives (else it is skipped)."""
-    if not isinstance(rec, dict) or not isinstance(rec.get("job"), str):
-        return False
-    at, total = rec.get("at"), rec.get("total_s")
-    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                  for x in (at, total))
-    cands = rec.get("candidates")
-    return numbers and isinstance(cands, list) and all(isinstance(c, dict) for c in cands) \
-        and (rec.get("winner") is None or isinstance(rec.get("winner"), dict))
+_RECORD_KEYS = {"job", "at", "question", "strategy", "method", "outcome", "error", "winner",
+                "candidates", "total_s"}
+_CANDIDATE_KEYS = {"cand", "peer", "state", "ok", "tokens", "ttft_s", "latency_s", "error"}
+MAX_KEPT_CHARS = 512  # of any text read back from disk (a peer's name is at most ~263)
+MAX_KEPT_INT = 2**53  # msgpack cannot send an integer past 64 bits
 
+
+def valid_record(rec: Any) -> bool:
+    """Whether a record read back from disk is one `record` could have made (else it is
+    skipped): its keys, and nothing in it that a reply could not send or that swells it."""
+    if not isinstance(rec, dict) or rec.keys() != _RECORD_KEYS \
+            or not isinstance(rec["job"], str):
+        return False
+    winner, cands = rec["winner"], rec["candidates"]
+    return _finite(rec["at"]) and _finite(rec["total_s"]) \
+        and all(_scalar(rec[k]) for k in _RECORD_KEYS - {"winner", "candidates"}) \
+        and (winner is None or isinstance(winner, dict) and winner.keys() == {"peer", "cand"}
+             and all(_scalar(v) for v in winner.values())) \
+        and isinstance(cands, list) and len(cands) <= 2 * MAX_CANDIDATES \
+        and all(isinstance(c, dict) and c.keys() == _CANDIDATE_KEYS
+                and all(_scalar(v) for v in c.values()) for c in cands)
+
+
+def _scalar(x: Any) -> bool:
+    if x is None or isinstance(x, bool):
+        return True
+    if isinstance(x, int):
+        return abs(x) <= MAX_KEPT_INT
+    if isinstance(x, float):
+        return math.isfinite(x)
+    return isinstance(x, str) and len(x) <= MAX_KEPT_CHARS
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

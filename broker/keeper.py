@@ -36,7 +36,7 @@ class Keeper:
         """Put what the store holds back into memory (before any peer or job is seen)."""
         peers, jobs = self.store.load()
         for name, state in peers[-self.metrics.max_peers:]:  # the most recently used
-            if isinstance(name, str) and name:
+            if isinstance(name, str) and 0 < len(name) <= history.MAX_KEPT_CHARS:
                 self.metrics.restore(name, peer_state.restore(state))
         records = [r for r in jobs if history.valid_record(r)]
         for rec in records:

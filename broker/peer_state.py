@@ -3,8 +3,9 @@
 `snapshot` copies everything a PeerMetrics holds (the counters, the recent samples the
 learned timeouts read, the TTFT histogram) into JSON-ready data; it runs on the socket loop,
 so it only copies, and the writer thread encodes. `restore` reads such data back, trusting
-none of it: a counter that is not a count, or a sample that is not a finite number, is left
-at its default, and a histogram with other buckets than this version's starts empty.
+none of it: a counter that is not a count (or is past MAX_COUNT), or a sample that is not a
+finite number, is left at its default, and a histogram with other buckets than this
+version's starts empty.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from dataclasses import fields
 from typing import Any
 
 from broker.metrics import TTFT_BUCKETS_S, Histogram, PeerMetrics
+from common.bodies import MAX_ERROR
 
 COUNTS = ("requests", "successes", "failures", "timeouts", "cancelled", "request_errors",
           "heartbeat_misses", "cancel_ignored", "wins", "tokens", "timeouts_in_row")
 SAMPLES = ("latencies", "ttfts", "rates", "prefill")
+MAX_COUNT = 2**53  # far past any count a broker reaches; msgpack cannot send past 2**64
 _SAMPLE_CAP = {f.name: f.default_factory().maxlen for f in fields(PeerMetrics) if f.name in SAMPLES}
 
 
@@ -50,7 +53,7 @@ def restore(data: Any) -> PeerMetrics:
     if _finite(data.get("busy_s")) and data["busy_s"] >= 0:
         m.busy_s = float(data["busy_s"])
     if isinstance(data.get("last_error"), str):
-        m.last_error = data["last_error"]
+        m.last_error = data["last_error"][:MAX_ERROR]  # as long as a live one may be
         m.last_error_at = float(data["last_error_at"]) if _finite(data.get("last_error_at")) \
             else None
     m.ttft_histogram = _histogram(data.get("ttft_histogram")) or m.ttft_histogram
@@ -69,7 +72,7 @@ def _histogram(data: Any) -> Histogram | None:
 
 
 def _count(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_COUNT
 
 
 def _finite(x: Any) -> bool:

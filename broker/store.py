@@ -116,7 +116,7 @@ class _Commit:
 def _decoded(text: Any) -> Any:
     try:
         return json.loads(text) if isinstance(text, str) else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past what json decodes
         return None  # the caller skips what is not a record
 
 

@@ -20,6 +20,7 @@ from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from common import mdns
 from common.browsers import BrokerFinder, WorkerBrowser
+from common.endpoints import bind_host
 from common.mdns_addr import advertised_addresses, env_interfaces, local_interfaces
 from common.profile import WorkerProfile
 
@@ -120,13 +121,6 @@ def _info(type_: str, name: str, port: int, txt: dict[str, str],
 
 
 # -- what programs use ---------------------------------------------------------------------
-def _bind_host(endpoint: str) -> str | None:
-    if not endpoint.startswith("tcp://"):
-        return None
-    host = endpoint[len("tcp://"):].rsplit(":", 1)[0]
-    return None if host.startswith("[") else host
-
-
 @contextlib.asynccontextmanager
 async def broker_mdns(swarm: str, endpoint: str, enabled: bool = True, key: str = "",
                       on_settled: Callable[[], None] | None = None
@@ -139,7 +133,8 @@ async def broker_mdns(swarm: str, endpoint: str, enabled: bool = True, key: str 
         _settled(None, on_settled)
         yield None
         return
-    host = _bind_host(endpoint) or ""
+    host = bind_host(endpoint) or ""
+    host = "" if host.startswith("[") else host  # IPv6 (not advertised): as if unbound
     limited = env_interfaces()
     wildcard = host in ("*", "0.0.0.0")
     interfaces = limited if limited or wildcard else advertised_addresses(host, [])

@@ -25,7 +25,7 @@ def kv(**fields: Any) -> dict[str, dict[str, Any]]:
 
 def _value(v: Any) -> str:
     text = str(v)
-    if not text or any(c in text for c in ' "=\n\t'):
+    if not text or not text.isprintable() or any(c in text for c in ' "='):
         return json.dumps(text, ensure_ascii=False)
     return text
 

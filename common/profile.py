@@ -16,6 +16,7 @@ from common.hardware import Hardware
 
 MAX_TIMEOUT_S = 86400.0
 MAX_HEARTBEAT_S = 60.0
+MAX_LIVENESS = 1000  # missed heartbeats before a peer is dead (past a float's range: a traceback)
 MAX_COUNT = 1 << 16  # slots, slot index, GPU layers
 MAX_TEXT = 256  # characters of a name, host, model, ...
 MAX_CTX = 1 << 24  # tokens of a context window

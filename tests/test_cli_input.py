@@ -239,3 +239,7 @@ def test_ask_shows_the_explained_vote_on_stderr_and_only_the_answer_on_stdout(fa
     assert lines[-1].startswith("winner: candidate 1 from w2")
     r = cli("swarm-ask", "--broker", fake.endpoint, "--json", "What is 6 x 7?")
     assert json.loads(r.stdout)["vote"]["method"] == "majority"
+
+
+def test_a_liveness_past_what_a_float_holds_is_refused_not_a_traceback():
+    assert_usage_error(cli("swarm-broker", "--liveness", str(10**400)), "--liveness")

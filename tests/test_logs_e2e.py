@@ -160,3 +160,13 @@ def test_a_python_warning_in_a_json_log_is_a_json_line_too():
     assert lines and all(json.loads(line) for line in lines), out.stderr
     record = json.loads(lines[0])
     assert record["level"] == "warning" and "an old knob" in record["msg"]
+
+
+def test_a_text_field_with_control_characters_is_quoted_so_it_cannot_forge_a_line():
+    import logging
+    from common import logs
+    record = logging.LogRecord("w", logging.INFO, __file__, 1, "joined", None, None)
+    record.__dict__.update(logs.kv(peer="gpu\rERROR:forged\x1b[2J", slot=1))
+    line = logs.TextFormatter().format(record)
+    assert "\r" not in line and "\x1b" not in line
+    assert line.endswith(' peer="gpu\\rERROR:forged\\u001b[2J" slot=1')

@@ -217,3 +217,62 @@ def test_the_history_table_shows_odd_values_as_question_marks():
     assert "(failed)" in lines[1] and "1/2" in lines[1] and "\x1b" not in lines[1]
     assert "gpu" in lines[2] and "1/1" in lines[2] and lines[2].endswith("0.50")
     assert history_lines([]) == ["no jobs yet"]
+
+
+def test_a_record_nested_past_what_json_decodes_is_skipped_not_fatal(tmp_path):
+    # Given a state file whose job row and peer row nest deeper than json can decode
+    path = tmp_path / "broker.sqlite3"
+    Store(path, keep=5).close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO jobs (job, at, record) VALUES ('x', 0, ?)", ("[" * 100_000,))
+    db.execute("INSERT INTO peers VALUES ('gpu', 0, ?)", ("{\"a\":" * 100_000,))
+    db.commit()
+    db.close()
+    # When the broker reads it back, then the odd rows read as nothing and the file stays kept
+    store = Store(path, keep=5)
+    assert store.load() == ([("gpu", None)], [None]) and store.active
+    store.close()
+
+
+def test_a_count_too_big_to_send_is_not_restored():
+    # Given kept metrics whose counts no broker could have reached (msgpack stops at 64 bits)
+    from common.codec import pack
+    huge = 10**30
+    hist = {"bounds": list(peer_state.TTFT_BUCKETS_S), "counts": [huge] + [0] * 10,
+            "sum": 1.0, "count": huge}
+    m = peer_state.restore({"requests": huge, "tokens": huge, "wins": 2, "ttft_histogram": hist})
+    # Then they are left at their defaults, and swarm.status can still send the peer's map
+    assert (m.requests, m.tokens, m.wins, m.ttft_histogram.count) == (0, 0, 2, 0)
+    pack(m.to_map())
+
+
+def test_a_kept_error_is_cut_to_what_a_live_one_may_be():
+    from common.bodies import MAX_ERROR
+    m = peer_state.restore({"last_error": "x" * 10_000_000, "last_error_at": 1.0})
+    assert m.last_error == "x" * MAX_ERROR and m.last_error_at == 1.0
+
+
+@pytest.mark.parametrize("odd", [
+    {"tokens": 10**30},                       # msgpack cannot send it: swarm.history failed
+    {"ttft_s": float("nan")},
+    {"error": "x" * 10_000_000},              # every reply that holds it swells
+    {"peer": ["a", ["b"]]},
+    {"extra": [[[[]]]]},
+])
+def test_a_kept_job_is_restored_only_as_a_record_could_be_made(odd):
+    rec = _job(1)
+    rec["candidates"][0].update(odd)
+    assert not valid_record(rec)
+    assert not valid_record({**_job(1), "nested": [[[]]] * 3}) and valid_record(_job(2))
+    assert not valid_record({**_job(1), "candidates": [_job(1)["candidates"][0]] * 100_000})
+
+
+def test_a_kept_peer_name_no_worker_could_have_is_not_restored(tmp_path):
+    from broker.keeper import Keeper
+    path = tmp_path / "broker.sqlite3"
+    store = Store(path, keep=5)
+    store.put("peers", [("x" * 1_000_000, {}), ("gpu", {"requests": 2})])
+    store.close()
+    book = MetricsBook()
+    Keeper(Store(path, keep=5), book, History(5)).load()
+    assert book.names() == ["gpu"] and book.peer("gpu").requests == 2
