@@ -16,12 +16,15 @@ from typing import Any
 
 from broker.jobs import Candidate, Job
 from common.bodies import MAX_CANDIDATES, Sampling
-from common.codec import number
+from common.codec import number, pack
+from common.frames import MAX_BODY_BYTES
 
 DEFAULT_HISTORY_SIZE = 1000  # jobs kept (swarm-broker --history-size)
 MAX_HISTORY_SIZE = 1_000_000
 DEFAULT_LIMIT = 20           # jobs a swarm.history request gets unless it names a limit
-MAX_LIMIT = 1000             # the most one request gets (a reply stays well under a body's limit)
+MAX_LIMIT = 1000             # the most one request gets
+REPLY_BYTES = MAX_BODY_BYTES // 2  # and the most its records take, packed (1000 jobs of
+                                   # 64 failed candidates would take ~40 MB)
 MAX_ERROR_CHARS = 300        # of a candidate's or a job's error kept in a record
 DIGEST_HEX = 16
 
@@ -87,11 +90,13 @@ class History:
     def add(self, rec: dict[str, Any]) -> None:
         self._jobs.append(rec)
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """Up to `limit` records, newest first."""
-        out = []
+    def recent(self, limit: int, max_bytes: int = REPLY_BYTES) -> list[dict[str, Any]]:
+        """Up to `limit` records, newest first, as many as fit in `max_bytes` packed (a
+        reply always fits in one body)."""
+        out, size = [], 0
         for rec in reversed(self._jobs):
-            if len(out) >= limit:
+            size += len(pack(rec))
+            if len(out) >= limit or size > max_bytes:
                 break
             out.append(rec)
         return out

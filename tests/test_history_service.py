@@ -102,3 +102,18 @@ def test_a_restarted_broker_has_the_same_peers_and_jobs(ctx, tmp_path):
     assert jobs_after == jobs and len(jobs) == 3
     rows = sqlite3.connect(state).execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
     assert rows == 3
+
+
+def test_a_history_reply_fits_in_one_body_however_big_the_jobs():
+    from broker.history import REPLY_BYTES, History
+    failed = {"cand": 0, "peer": "p" * 200, "state": "failed", "ok": False, "tokens": 0,
+              "ttft_s": None, "latency_s": 1.0, "error": "e" * 300}
+    history = History(1000)
+    for i in range(1000):  # 1000 jobs of 128 failed candidates: ~70 MB packed in all
+        history.add({"job": f"{i:012x}", "at": float(i), "question": "0" * 16,
+                     "strategy": "auto", "method": None, "outcome": "failed", "error": "x",
+                     "winner": None, "candidates": [failed] * 128, "total_s": 1.0})
+    jobs = history.recent(1000)
+    assert 0 < len(jobs) < 1000 and jobs[0]["job"] == f"{999:012x}"  # the newest first
+    assert len(pack({"jobs": jobs})) <= REPLY_BYTES < F.MAX_BODY_BYTES
+    assert len(history.recent(3)) == 3

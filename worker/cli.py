@@ -19,7 +19,7 @@ from common.curve import WORKER
 from common.curve_cli import (KeygenGroup, broker_key_option, client_keys, keygen_command,
                               secure_options)
 from common.errors import ConfigError, SwarmError
-from common.profile import MAX_CTX, MAX_HEARTBEAT_S, default_name
+from common.profile import MAX_CTX, MAX_HEARTBEAT_S, MAX_LIVENESS, default_name
 from common.runner import run_until_signalled
 from common.sdnotify import Notifier
 from worker.launch import load, prepare
@@ -68,7 +68,7 @@ def _auto_int(lo: int, hi: int | None = None):
               help="Per-candidate timeout this worker asks the broker for.")
 @click.option("--heartbeat-s", type=seconds(hi=MAX_HEARTBEAT_S), default=F.DEFAULT_HEARTBEAT_S,
               show_default=True, help="Heartbeat interval this worker beats at and expects.")
-@click.option("--liveness", type=click.IntRange(min=1), default=F.DEFAULT_LIVENESS,
+@click.option("--liveness", type=click.IntRange(1, MAX_LIVENESS), default=F.DEFAULT_LIVENESS,
               show_default=True, help="Missed broker heartbeats before reconnecting.")
 @click.option("--reconnect-s", type=seconds(hi=F.RECONNECT_MAX_S), default=F.RECONNECT_MIN_S,
               show_default=True, help="First reconnect back-off; doubles up to 32 s.")

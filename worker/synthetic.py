@@ -21,6 +21,7 @@ from common import frames as F
 from common import logs
 from common.bodies import Outcome, Task
 from common.cli_types import connect_endpoint, seconds
+from common.profile import MAX_LIVENESS
 from common.runner import run_until_signalled
 from common.sdnotify import Notifier
 from worker.node import SHUTDOWN_GRACE_S, WorkerNode, node_profile
@@ -71,7 +72,7 @@ class SyntheticBackend:
               help="Pause before each piece.")
 @click.option("--ignore-cancel", is_flag=True, help="Hear CANCEL and keep generating.")
 @click.option("--heartbeat-s", type=seconds(), default=F.DEFAULT_HEARTBEAT_S, show_default=True)
-@click.option("--liveness", type=click.IntRange(min=1), default=F.DEFAULT_LIVENESS,
+@click.option("--liveness", type=click.IntRange(1, MAX_LIVENESS), default=F.DEFAULT_LIVENESS,
               show_default=True)
 @click.option("--reconnect-s", type=seconds(hi=F.RECONNECT_MAX_S), default=F.RECONNECT_MIN_S,
               show_default=True)
