@@ -37,7 +37,7 @@ def watchdog_interval_s(env: Mapping[str, str], pid: int) -> float | None:
         usec = int(env.get("WATCHDOG_USEC", ""))
     except ValueError:
         return None
-    return usec / 1e6 if usec > 0 else None
+    return usec / 1e6 if 0 < usec < 2**64 else None  # systemd's own is a 64-bit count
 
 
 class Notifier:

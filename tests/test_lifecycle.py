@@ -62,6 +62,7 @@ def test_the_watchdog_is_fed_every_half_interval_and_only_for_this_process(tmp_p
     assert watchdog_interval_s({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "7"}, 7) == 2.0
     assert watchdog_interval_s({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "8"}, 7) is None
     assert watchdog_interval_s({"WATCHDOG_USEC": "soon"}, 7) is None
+    assert watchdog_interval_s({"WATCHDOG_USEC": "1" + "0" * 400}, 7) is None  # past a float
     given = NotifySocket(tmp_path / "notify")
     try:
         n = Notifier(given.address, watchdog_s=2.0)
