@@ -39,9 +39,10 @@ bodies = {kind: hostile_bodies(_schemas(*names)).map(lambda case: pack(case[1]))
           for kind, names in (("request", ("GenerateRequest", "GenerateRequest(prompt)")),
                               ("reply", ("Chunk", "Outcome", "Outcome(error)")),
                               ("profile", ("WorkerProfile",)))}
+wire_ints = st.integers(-2**63, 2**64 - 1)  # every integer msgpack can carry
 limits = st.builds(lambda v: pack({"limit": v}),  # swarm.history's one field, as strangers spell it
-                   st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats()
-                   | st.text(max_size=8) | st.lists(st.integers(), max_size=2))
+                   st.none() | st.booleans() | wire_ints | st.floats()
+                   | st.text(max_size=8) | st.lists(wire_ints, max_size=2))
 client_requests = st.builds(
     lambda delim, service, body: delim + [F.CLIENT, F.C_REQUEST, service, *body],
     st.sampled_from([[], [b""]]),
