@@ -44,3 +44,27 @@ def test_a_token_delay_must_be_a_finite_duration():
     for bad in ("nan", "inf", "-1"):  # time.sleep would raise on each, in the slot's thread
         result = CliRunner().invoke(main, ["--token-delay-s", bad])
         assert result.exit_code == 2 and "--token-delay-s" in result.output
+
+
+def test_an_answer_ends_every_candidate_so_a_majority_vote_groups_them():
+    from broker.voting import answer_key
+    # Given two backends that answer 42 and one that answers 7
+    def text(seed: int, answer: str | None) -> str:
+        backend = SyntheticBackend(tokens=6, answer=answer)
+        return backend.generate(task(seed=seed), lambda p: None, threading.Event()).text
+    # When candidates of different seeds generate
+    a, b, c = text(3, "42"), text(4, "42"), text(5, "7")
+    # Then they differ in their words, yet the same answer is one group and another is not
+    assert a != b and a.endswith("The answer is 42.") and len(a.split("\n")[0].split()) == 5
+    assert answer_key(a) == answer_key(b) == "number:42" != answer_key(c)
+    # and without an answer each seed's text is its own group
+    assert answer_key(text(3, None)) != answer_key(text(4, None))
+
+
+def test_an_answer_must_be_one_short_printable_line():
+    from click.testing import CliRunner
+
+    from worker.synthetic import main
+    for bad in ("", "  ", "4\n2", "x" * 61):
+        result = CliRunner().invoke(main, ["--answer", bad])
+        assert result.exit_code == 2 and "one printable line" in result.output

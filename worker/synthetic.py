@@ -1,7 +1,9 @@
 """A synthetic backend and a worker process around it, for fault tests and benchmarks.
 
 No model: each candidate is `tokens` pieces, one every `token_delay_s`, spelt from the
-job's seed so two candidates of one seed agree. It runs through the real worker session
+job's seed so two candidates of one seed agree. With an `answer`, the last piece states it
+("The answer is 42."), so candidates of any seed agree on it in a majority vote (the early
+quorum benchmark's workers). It runs through the real worker session
 (READY, heartbeats, CANCEL, reconnects), so a process of it is a real peer that answers
 fast. `ignore_cancel` makes it a rude peer: it hears CANCEL and goes on generating.
 
@@ -30,6 +32,7 @@ from worker.session import SessionConfig
 log = logging.getLogger(__name__)
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+ANSWER_CHARS = 60   # an --answer is one short line, as a majority vote extracts it
 
 
 class SyntheticBackend:
@@ -37,9 +40,15 @@ class SyntheticBackend:
     n_ctx = 8192
 
     def __init__(self, tokens: int = 8, token_delay_s: float = 0.0, ignore_cancel: bool = False,
-                 model: str = "synthetic"):
+                 model: str = "synthetic", answer: str | None = None):
         self.tokens, self.token_delay_s = tokens, token_delay_s
-        self.ignore_cancel, self.model = ignore_cancel, model
+        self.ignore_cancel, self.model, self.answer = ignore_cancel, model, answer
+
+    def piece(self, seed: int, i: int, count: int) -> str:
+        """The i-th of `count` pieces: a word spelt from the seed; the last states the answer."""
+        if self.answer is not None and i == count - 1:
+            return f"\nThe answer is {self.answer}."
+        return WORDS[(seed + i) % len(WORDS)] + " "
 
     def generate(self, task: Task, emit, cancelled: threading.Event) -> Outcome:
         count = min(self.tokens, task.sampling.max_tokens)
@@ -49,7 +58,7 @@ class SyntheticBackend:
                 break
             if self.token_delay_s:
                 time.sleep(self.token_delay_s)
-            piece = WORDS[(task.seed + i) % len(WORDS)] + " "
+            piece = self.piece(task.seed, i, count)
             first = first if first is not None else time.monotonic() - start
             pieces.append(piece)
             emit(piece)
@@ -59,6 +68,13 @@ class SyntheticBackend:
                        "cancelled" if stopped else "length",
                        usage={"prompt_tokens": 1, "completion_tokens": len(pieces)},
                        timings={"ttft_s": first or took, "total_s": took})
+
+
+def _answer(_ctx, _param, value: str | None) -> str | None:
+    if value is not None and not (value.strip() and value.isprintable()
+                                  and len(value) <= ANSWER_CHARS):
+        raise click.BadParameter(f"must be one printable line of 1 to {ANSWER_CHARS} characters")
+    return value
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,6 +87,8 @@ class SyntheticBackend:
 @click.option("--token-delay-s", type=seconds(lo=0.0), default=0.0, show_default=True,
               help="Pause before each piece.")
 @click.option("--ignore-cancel", is_flag=True, help="Hear CANCEL and keep generating.")
+@click.option("--answer", callback=_answer, metavar="TEXT",
+              help="End each candidate with \"The answer is TEXT.\" (one short line).")
 @click.option("--heartbeat-s", type=seconds(), default=F.DEFAULT_HEARTBEAT_S, show_default=True)
 @click.option("--liveness", type=click.IntRange(1, MAX_LIVENESS), default=F.DEFAULT_LIVENESS,
               show_default=True)
@@ -81,11 +99,12 @@ class SyntheticBackend:
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default=logs.TEXT,
               show_default=True, help="Log lines as text (key=value fields) or JSON objects.")
 @click.option("-v", "--verbose", count=True)
-def main(broker, name, slots, tokens, token_delay_s, ignore_cancel, heartbeat_s, liveness,
-         reconnect_s, shutdown_grace_s, log_format, verbose):
+def main(broker, name, slots, tokens, token_delay_s, ignore_cancel, answer, heartbeat_s,
+         liveness, reconnect_s, shutdown_grace_s, log_format, verbose):
     """Serve synthetic answers to a broker (no model; for tests and benchmarks)."""
     logs.setup(verbose + 1, fmt=log_format)
-    backends = [SyntheticBackend(tokens, token_delay_s, ignore_cancel) for _ in range(slots)]
+    backends = [SyntheticBackend(tokens, token_delay_s, ignore_cancel, answer=answer)
+                for _ in range(slots)]
     profile = node_profile(name, backends[0], slots, True, socket.gethostname())
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
                            reconnect_min_s=reconnect_s,
