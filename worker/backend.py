@@ -24,7 +24,9 @@ from typing import Any, Protocol
 from common.bodies import CONTEXT_LENGTH_EXCEEDED, ERROR_REQUEST, Outcome, Sampling, Task
 from common.errors import ModelError
 from worker.cpu_probe import extra_buffers_work
+from worker.kv_state import PrefixReuse
 from worker.logprobs import MeanLogprob, watch_llama
+from worker.prefix_cache import PrefixStore
 from worker.prompt import AnswerFilter, forced_call_schema, offer_tools, prompt_and_stops
 
 log = logging.getLogger(__name__)
@@ -176,12 +178,17 @@ class LlamaCppBackend:
 
     llama.cpp asks an abort callback between graph nodes; ours answers "stop" once the
     current request's cancel event is set, so CANCEL also cuts a long prompt evaluation.
+    Instances given one `prefix_store` reuse each other's evaluated prompts (kv_state.py);
+    `prefix_cache` False starts every generation from an empty KV. The SWA cache is
+    full-size: llama.cpp's batched prompt evaluation with the small one gives other text
+    than the same prompt continued from a saved state, and the plan counts the full size.
     """
 
     name = "llama.cpp"
 
     def __init__(self, model_path: Path, n_ctx: int = 2048, n_threads: int | None = None,
-                 n_gpu_layers: int = 0, tensor_split: list[float] | None = None):
+                 n_gpu_layers: int = 0, tensor_split: list[float] | None = None,
+                 prefix_store: PrefixStore | None = None, prefix_cache: bool = True):
         try:
             import llama_cpp
         except ImportError as e:
@@ -191,7 +198,8 @@ class LlamaCppBackend:
             with _extra_buffers(extra_buffers_work(Path(model_path))):
                 self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx,
                                            n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                                           tensor_split=tensor_split, verbose=False)
+                                           tensor_split=tensor_split, swa_full=True,
+                                           verbose=False)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"cannot load model {model_path}: {e}") from e
         self.model = Path(model_path).stem
@@ -202,6 +210,11 @@ class LlamaCppBackend:
         # referenced as long as self.llm: llama.cpp keeps only the raw function pointer
         self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)
         llama_cpp.llama_set_abort_callback(self.llm.ctx, self._abort_callback, ctypes.c_void_p(0))
+        store = (prefix_store or PrefixStore()) if prefix_cache else None
+        self.prefix = PrefixReuse(self.llm, store, self._stopping)
+
+    def _stopping(self) -> bool:
+        return self._cancelled is not None and self._cancelled.is_set()
 
     def _should_abort(self, _data: ctypes.c_void_p) -> bool:
         """Called by llama.cpp's compute thread, many times per decode: keep it cheap."""

@@ -64,6 +64,9 @@ def _auto_int(lo: int, hi: int | None = None):
 @click.option("--n-ctx", default=AUTO, show_default=True, callback=_auto_int(0, MAX_CTX),
               help="Context length per instance in tokens (0: the model's trained context; "
                    "auto: that, capped by what fits in memory).")
+@click.option("--prefix-cache/--no-prefix-cache", default=True, show_default=True,
+              help="Let this worker's instances reuse each other's evaluated prompt prefixes "
+                   "(KV cache); off: every generation evaluates its whole prompt.")
 @click.option("--timeout-hint-s", type=seconds(), default=None,
               help="Per-candidate timeout this worker asks the broker for.")
 @click.option("--heartbeat-s", type=seconds(hi=MAX_HEARTBEAT_S), default=F.DEFAULT_HEARTBEAT_S,
@@ -86,7 +89,7 @@ def _auto_int(lo: int, hi: int | None = None):
 @version_option("swarm-worker")
 @click.pass_context
 def main(ctx, config_file, broker, swarm, no_mdns, name, model_path, backend, instances,
-         gpu_layers, threads, seed_variation, n_ctx, timeout_hint_s, heartbeat_s, liveness,
+         gpu_layers, threads, seed_variation, n_ctx, prefix_cache, timeout_hint_s, heartbeat_s, liveness,
          reconnect_s, shutdown_grace_s, print_profile, as_json, secure, key_dir, broker_key,
          log_format, verbose):
     """Serve a local model to a Swarm broker."""
@@ -106,7 +109,7 @@ def main(ctx, config_file, broker, swarm, no_mdns, name, model_path, backend, in
                 click.echo(json.dumps(setup.to_map(), indent=2) if as_json
                            else "\n".join(setup.lines()))
                 return
-            backends = load(setup)
+            backends = load(setup, prefix_cache=prefix_cache)
     except SwarmError as e:
         raise click.ClickException(str(e)) from e
     chosen = setup.plan

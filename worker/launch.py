@@ -20,6 +20,7 @@ from worker.gguf_info import ModelInfo, read_model_info
 from worker.mlx_backend import mlx_available
 from worker.model_files import resolve_model
 from worker.policy import Plan, Requested, plan
+from worker.prefix_cache import PrefixStore
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ def prepare(model_path: str | None, requested: Requested, progress: bool = True)
     return Setup(hardware, info, chosen)
 
 
-def load(setup: Setup) -> list[Backend]:
-    """The plan's backends, one per instance (each its own slot)."""
+def load(setup: Setup, prefix_cache: bool = True) -> list[Backend]:
+    """The plan's backends, one per instance (each its own slot). llama.cpp instances share
+    their evaluated prompts (worker/prefix_cache.py) unless `prefix_cache` is False."""
     p = setup.plan
     log.info("loading %d instance(s) of %s with %s (gpu layers %s, threads %s)",
              p.instances.value, setup.path, p.backend.value, p.gpu_layers.value, p.threads.value)
@@ -78,5 +80,7 @@ def load(setup: Setup) -> list[Backend]:
         n_ctx = setup.n_ctx or None  # 0: the model's own context
         return [MlxBackend(setup.path, n_ctx=n_ctx) for _ in range(p.instances.value)]
     split = list(p.tensor_split.value) if p.tensor_split.value else None
-    return [LlamaCppBackend(setup.path, setup.n_ctx, p.threads.value, p.gpu_layers.value, split)
+    store = PrefixStore()  # one model, one n_ctx: their states fit each other
+    return [LlamaCppBackend(setup.path, setup.n_ctx, p.threads.value, p.gpu_layers.value, split,
+                            prefix_store=store, prefix_cache=prefix_cache)
             for _ in range(p.instances.value)]
