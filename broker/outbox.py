@@ -50,6 +50,7 @@ class Outbox:
         self.queue: list[Envelope | _Tokens] = []
         self.local = local if local is not None else LocalClients()
         self._open: dict[bytes, dict[tuple, _Tokens]] = {}  # client -> (job, cand) -> merging
+        self._merged = False  # the queue holds a _Tokens
 
     def __bool__(self) -> bool:
         return bool(self.queue)
@@ -81,13 +82,14 @@ class Outbox:
         prefix = [client, b""] if delimited else [client]
         waiting[key] = merging = _Tokens(prefix, service, body)
         self.queue.append(merging)
+        self._merged = True
 
     def error(self, client: bytes, delimited: bool, service: bytes, text: str) -> None:
         self.reply(client, delimited, service, {"error": text}, final=True)
 
     def drain(self) -> list[Envelope]:
         out, self.queue = self.queue, []
-        if not self._open:
+        if not self._merged:
             return out
-        self._open = {}
+        self._open, self._merged = {}, False
         return [e.envelope() if type(e) is _Tokens else e for e in out]
