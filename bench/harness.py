@@ -77,7 +77,9 @@ class Swarm:
     """A broker process and synthetic worker processes, one per entry of `slots`."""
 
     def __init__(self, slots: Sequence[int], tokens: int = 16, token_delay_s: float = 0.0,
-                 broker_args: Sequence[str] = (), worker_args: Sequence[str] = ()):
+                 broker_args: Sequence[str] = (), worker_args: Sequence[str] = (),
+                 broker_prefix: Sequence[str] = ()):
+        self.broker_prefix = list(broker_prefix)  # e.g. a profiler's command line
         self.slots, self.tokens, self.token_delay_s = list(slots), tokens, token_delay_s
         self.broker_args, self.worker_args = list(broker_args), list(worker_args)
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -87,7 +89,7 @@ class Swarm:
 
     def __enter__(self) -> "Swarm":
         self.broker = subprocess.Popen(
-            [str(BIN / "swarm-broker"), "--bind", self.endpoint, "--http", "off", "--no-mdns",
+            [*self.broker_prefix, str(BIN / "swarm-broker"), "--bind", self.endpoint, "--http", "off", "--no-mdns",
              "--state-dir", "off", "--max-jobs", "100000", "--max-candidates", "1000000",
              *self.broker_args], cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **QUIET)
         self.workers = [synthetic(self.endpoint, f"synth{i}", n, self.tokens, self.token_delay_s,

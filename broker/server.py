@@ -165,9 +165,10 @@ class Broker:
         return tick if wait is None else min(tick, wait)
 
     async def _drain(self) -> None:
+        recv = self._sync.recv_multipart  # a plain read: no future per message
         for _ in range(MAX_BATCH):
             try:
-                frames = await self.socket.recv_multipart(zmq.NOBLOCK)
+                frames = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             self.handle(frames, time.monotonic())

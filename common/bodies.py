@@ -217,14 +217,19 @@ class Chunk:
     cand: int
     seq: int
     text: str
+    tokens: int = 1  # model pieces the text holds: a slot that outpaces its socket joins them
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> "Chunk":
         return cls(field(m, "job", str), number(m, "cand", 0, MAX_CANDIDATES * 2, integer=True),
-                   number(m, "seq", 0, MAX_SEQ, integer=True), field(m, "text", str))
+                   number(m, "seq", 0, MAX_SEQ, integer=True), field(m, "text", str),
+                   number(m, "tokens", 1, MAX_TOKENS, 1, integer=True))
 
     def to_map(self) -> dict[str, Any]:
-        return {"job": self.job, "cand": self.cand, "seq": self.seq, "text": self.text}
+        m = {"job": self.job, "cand": self.cand, "seq": self.seq, "text": self.text}
+        if self.tokens != 1:  # a one-piece PARTIAL stays as every broker knows it
+            m["tokens"] = self.tokens
+        return m
 
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")

@@ -39,6 +39,7 @@ SCHEMAS: list[tuple[str, dict[str, Any], Any]] = [
      GenerateRequest.from_map),
     ("Task", Task("job1", 2, 7, SAMPLING).to_map(), Task.from_map),
     ("Chunk", Chunk("job1", 2, 5, "tok").to_map(), Chunk.from_map),
+    ("Chunk(joined)", Chunk("job1", 2, 5, "tok tok", tokens=2).to_map(), Chunk.from_map),
     ("Outcome", Outcome("job1", 2, "text", "stop", {"completion_tokens": 3},
                         {"ttft_s": 0.1, "total_s": 0.2}, logprob=-0.5).to_map(), Outcome.from_map),
     ("Outcome(error)", Outcome("job1", 2, error="oops", error_code="x").to_map(), Outcome.from_map),

@@ -18,6 +18,7 @@ from tests.wire import body_of, client_final, dealer
 pytestmark = pytest.mark.timeout(110)
 
 STREAM_TOKENS = 30_000  # per candidate (at most 32,768): 150,000 progress events for 5
+TOKEN_DELAY_S = 0.0005  # a paced stream: most pieces go out one PARTIAL, one event each
 FLOOD = 80_000          # status requests from the stranger that never reads
 # the broker keeps at most 32 MiB of progress and 64 MiB in all for one peer (delivery.py);
 # beyond that, what it holds for its own work (the job's text, libzmq's queues) is slack
@@ -45,9 +46,11 @@ async def served(ctx, endpoint: str) -> dict:
 
 
 def test_a_client_that_stops_reading_a_long_stream_is_shed_and_others_are_served(procs, ctx):
-    # Given a broker and a synthetic worker with 6 slots that streams up to 30,000 tokens
+    # Given a broker and a synthetic worker with 6 slots that streams up to 30,000 tokens,
+    # each on its own (a paced stream: the broker merges only token events that wait together)
     endpoint, broker, rss_before = broker_with_worker(
-        procs, "stream", "--slots", "6", "--tokens", str(STREAM_TOKENS))
+        procs, "stream", "--slots", "6", "--tokens", str(STREAM_TOKENS), "--token-delay-s",
+        str(TOKEN_DELAY_S))
 
     async def body():
         # When a client asks for a job of 5 long candidates with progress and never reads

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from common.bodies import ERROR_REQUEST, MAX_CANDIDATES, Chunk, Outcome, Task
+from common.bodies import ERROR_REQUEST, MAX_CANDIDATES, MAX_TOKENS, Chunk, Outcome, Task
 from common.codec import unpack_body
 from common.errors import ProtocolError
 from worker.backend import Backend
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_JOB_ID = 64  # characters of a bad request's job id echoed back in its error FINAL
 MAX_CAND = MAX_CANDIDATES * 2
+MAX_JOINED_CHARS = 64 * 1024  # of one PARTIAL that holds several pieces
 
 
 @dataclass(slots=True)
@@ -101,6 +102,34 @@ class SlotThread:
         elif outcome.error_kind == ERROR_REQUEST:  # a failed generation said so already
             log.info("candidate cannot be served: %s", outcome.error,
                      extra=self._kv(job=task.job, cand=task.cand))
+
+
+def coalesce(items: list[tuple]) -> list[tuple]:
+    """The (work, piece or outcome, final) items waiting together, with each run of one
+    request's pieces joined into one Chunk (text joined, the first's seq, tokens summed)
+    within MAX_JOINED_CHARS and MAX_TOKENS; everything keeps its order."""
+    out: list[tuple] = []
+    run: list[Chunk] = []  # the pieces joined into out[-1]
+    chars = tokens = 0
+
+    def close() -> None:
+        if len(run) > 1:
+            first = run[0]
+            out[-1] = (out[-1][0], Chunk(first.job, first.cand, first.seq,
+                                         "".join(c.text for c in run), tokens), False)
+
+    for item in items:
+        work, piece, final = item
+        if not final and run and work is out[-1][0] and \
+                chars + len(piece.text) <= MAX_JOINED_CHARS and tokens + piece.tokens <= MAX_TOKENS:
+            run.append(piece)
+            chars, tokens = chars + len(piece.text), tokens + piece.tokens
+            continue
+        close()
+        out.append(item)
+        run, chars, tokens = ([], 0, 0) if final else ([piece], len(piece.text), piece.tokens)
+    close()
+    return out
 
 
 def refused(client: bytes, body: tuple[bytes, ...], error: str, queue: asyncio.Queue) -> Work:

@@ -35,7 +35,7 @@ from common.messages import (Cancel, Disconnect, Heartbeat, Ready, WorkerReply, 
 from common.profile import WorkerProfile
 from common.rejections import Rejections
 from worker.backend import Backend
-from worker.generation import SlotThread, Work, refused
+from worker.generation import SlotThread, Work, coalesce, refused
 from worker.goodbye import GOODBYE_LINGER_MS, SHUTTING_DOWN, goodbye, read_out, say_goodbye
 from worker.link import Link, send
 
@@ -144,9 +144,11 @@ class WorkerSession:
                     link.heard_now()
                     if self._on_broker(frames, link):
                         return link.was_accepted()
-                if got.done():
-                    item, got = got.result(), asyncio.ensure_future(link.queue.get())
-                    self._forward(sock, link, *item)
+                if got.done():  # with every piece waiting behind it, joined
+                    items, got = _waiting(got.result(), link.queue), asyncio.ensure_future(
+                        link.queue.get())
+                    for item in coalesce(items):
+                        self._forward(sock, link, *item)
                 if link.broker_silent():
                     log.warning("broker silent for %g s", link.expiry_s, extra=self._kv())
                     return link.was_accepted()
@@ -270,3 +272,11 @@ class WorkerSession:
             self._reject("bad_request", "refused a REQUEST: %s", e)
             return refused(req.client, req.body, f"bad request: {e}", queue)
         return self.thread.start(req.client, task, queue)
+
+
+def _waiting(first: tuple, queue: asyncio.Queue) -> list[tuple]:
+    """`first` and whatever else the generation thread has queued meanwhile."""
+    items = [first]
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
