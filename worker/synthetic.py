@@ -4,6 +4,9 @@ No model: each candidate is `tokens` pieces, one every `token_delay_s`, spelt fr
 job's seed so two candidates of one seed agree. It runs through the real worker session
 (READY, heartbeats, CANCEL, reconnects), so a process of it is a real peer that answers
 fast. `ignore_cancel` makes it a rude peer: it hears CANCEL and goes on generating.
+`record` (a file path) makes each slot append, per candidate, one line a benchmark reads:
+`cand JOB CAND TOTAL_S` (its own generation time) and `gap END START` (monotonic seconds
+from its previous candidate's end to this one's start: the FINAL out, the next REQUEST in).
 
     python -m worker.synthetic --broker tcp://127.0.0.1:7555 --name fast --slots 3
 """
@@ -11,6 +14,7 @@ fast. `ignore_cancel` makes it a rude peer: it hears CANCEL and goes on generati
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -37,13 +41,17 @@ class SyntheticBackend:
     n_ctx = 8192
 
     def __init__(self, tokens: int = 8, token_delay_s: float = 0.0, ignore_cancel: bool = False,
-                 model: str = "synthetic"):
+                 model: str = "synthetic", record: int | None = None):
         self.tokens, self.token_delay_s = tokens, token_delay_s
         self.ignore_cancel, self.model = ignore_cancel, model
+        self.record = record          # an O_APPEND file descriptor, or None
+        self._ended: float | None = None
 
     def generate(self, task: Task, emit, cancelled: threading.Event) -> Outcome:
         count = min(self.tokens, task.sampling.max_tokens)
         start, pieces, first = time.monotonic(), [], None
+        if self.record is not None and self._ended is not None:
+            os.write(self.record, f"gap {self._ended:.6f} {start:.6f}\n".encode())
         for i in range(count):
             if cancelled.is_set() and not self.ignore_cancel:
                 break
@@ -55,6 +63,9 @@ class SyntheticBackend:
             emit(piece)
         stopped = cancelled.is_set() and not self.ignore_cancel
         took = time.monotonic() - start
+        if self.record is not None:
+            os.write(self.record, f"cand {task.job} {task.cand} {took:.6f}\n".encode())
+            self._ended = time.monotonic()
         return Outcome(task.job, task.cand, "".join(pieces),
                        "cancelled" if stopped else "length",
                        usage={"prompt_tokens": 1, "completion_tokens": len(pieces)},
@@ -71,6 +82,9 @@ class SyntheticBackend:
 @click.option("--token-delay-s", type=seconds(lo=0.0), default=0.0, show_default=True,
               help="Pause before each piece.")
 @click.option("--ignore-cancel", is_flag=True, help="Hear CANCEL and keep generating.")
+@click.option("--record", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Append each candidate's own time and each slot's idle gap to this file "
+                   "(for benchmarks).")
 @click.option("--heartbeat-s", type=seconds(), default=F.DEFAULT_HEARTBEAT_S, show_default=True)
 @click.option("--liveness", type=click.IntRange(1, MAX_LIVENESS), default=F.DEFAULT_LIVENESS,
               show_default=True)
@@ -81,11 +95,13 @@ class SyntheticBackend:
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default=logs.TEXT,
               show_default=True, help="Log lines as text (key=value fields) or JSON objects.")
 @click.option("-v", "--verbose", count=True)
-def main(broker, name, slots, tokens, token_delay_s, ignore_cancel, heartbeat_s, liveness,
-         reconnect_s, shutdown_grace_s, log_format, verbose):
+def main(broker, name, slots, tokens, token_delay_s, ignore_cancel, record, heartbeat_s,
+         liveness, reconnect_s, shutdown_grace_s, log_format, verbose):
     """Serve synthetic answers to a broker (no model; for tests and benchmarks)."""
     logs.setup(verbose + 1, fmt=log_format)
-    backends = [SyntheticBackend(tokens, token_delay_s, ignore_cancel) for _ in range(slots)]
+    fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if record else None
+    backends = [SyntheticBackend(tokens, token_delay_s, ignore_cancel, record=fd)
+                for _ in range(slots)]
     profile = node_profile(name, backends[0], slots, True, socket.gethostname())
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
                            reconnect_min_s=reconnect_s,
