@@ -36,10 +36,11 @@ def layout(k: int) -> list[int]:
     return [PER_PROCESS] * (k // PER_PROCESS) + ([k % PER_PROCESS] if k % PER_PROCESS else [])
 
 
-async def one_job(client: SwarmClient, k: int, record: Path) -> tuple[float, float]:
+async def one_job(client: SwarmClient, k: int, record: Path,
+                  stream: str = "progress") -> tuple[float, float]:
     """(time at the client, slowest candidate's own time) of one k-candidate job."""
     request = GenerateRequest(Sampling(prompt="fan out", max_tokens=1000), candidates=k,
-                              quorum=False, timeout_s=120)
+                              quorum=False, timeout_s=120, stream=stream)
     start = time.perf_counter()
     final = await client.generate(request, 120)
     took = time.perf_counter() - start
@@ -54,15 +55,16 @@ async def one_job(client: SwarmClient, k: int, record: Path) -> tuple[float, flo
     raise SystemExit(f"k={k}: the workers recorded {len(own)} of {k} candidate times")
 
 
-def measure(k: int, rounds: int, tokens: int, delay_s: float, workdir: Path) -> list[float]:
+def measure(k: int, rounds: int, tokens: int, delay_s: float, workdir: Path,
+            stream: str = "progress") -> list[float]:
     record = workdir / f"fanout-{k}.txt"
     with Swarm(layout(k), tokens, delay_s, worker_args=["--record", str(record)]) as swarm:
         async def go() -> list[float]:
             client = SwarmClient(swarm.endpoint, retries=0)
-            await one_job(client, k, record)  # a warm-up round, not counted
+            await one_job(client, k, record, stream)  # a warm-up round, not counted
             ratios = []
             for _ in range(rounds):
-                took, slowest = await one_job(client, k, record)
+                took, slowest = await one_job(client, k, record, stream)
                 ratios.append(took / slowest)
             return ratios
         return asyncio.run(go())

@@ -3,7 +3,11 @@
 Per slot count, a fresh broker and synthetic worker processes (25 slots each); a few raw
 DEALER clients submit every job at once (stream "winner": no progress events, so this
 measures placing work, not relaying tokens), each job `--candidates` short synthetic
-answers. Measured: the broker process's CPU seconds per job (its CPU time after the last
+answers. The slots are paced so that together they could finish `--load` candidates a
+second at every slot count (a candidate takes slots / load seconds, each pause drawn
+within +-50 % so the slots do not finish in lockstep waves): an offered load the
+broker can keep up with, so the latency is the broker's work per dispatch rather than the
+length of its input queue (`--load 0`: as fast as the slots go, the broker saturated). Measured: the broker process's CPU seconds per job (its CPU time after the last
 FINAL minus before the first REQUEST), its peak RSS, jobs per second, and the dispatch
 latency: at a synthetic slot, from the end of one candidate (its FINAL goes out) to the
 start of its next (the REQUEST came in), counted only while jobs were waiting (after every
@@ -72,9 +76,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure(slots: int, jobs: int, candidates: int, tokens: int, workdir: Path) -> dict:
+def measure(slots: int, jobs: int, candidates: int, tokens: int, load: float,
+            workdir: Path) -> dict:
     record = workdir / f"scale-{slots}.txt"
-    with Swarm(layout(slots), tokens, 0.0, worker_args=["--record", str(record)]) as swarm:
+    delay_s = slots / load / tokens if load else 0.0
+    with Swarm(layout(slots), tokens, delay_s, worker_args=["--record", str(record), "--jitter", "0.5"]) as swarm:
         time.sleep(1.0)  # the workers settle (first heartbeats) before the clock starts
         before = swarm.broker_usage()
         start = time.monotonic()
@@ -104,14 +110,17 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=4)
     parser.add_argument("--slots", type=int, nargs="+", default=None)
+    parser.add_argument("--load", type=float, default=200.0,
+                        help="candidates a second all slots together can do (0: no pacing)")
     args = parser.parse_args()
     sizes = args.slots or ([10, 200] if args.quick else [10, 50, 100, 200])
     jobs = args.jobs or (300 if args.quick else 1000)
     with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
-        rows = [measure(n, jobs, args.candidates, args.tokens, Path(tmp)) for n in sizes]
+        rows = [measure(n, jobs, args.candidates, args.tokens, args.load, Path(tmp)) for n in sizes]
     keys = ["slots", "processes", "cpu_ms_per_job", "peak_mb", "jobs_per_s", "p50_ms", "p99_ms",
             "samples"]
-    table(f"Scale: {jobs} jobs of {args.candidates} candidates queued at once "
+    pace = f"slots paced to {args.load:g} candidates/s" if args.load else "slots unpaced"
+    table(f"Scale: {jobs} jobs of {args.candidates} candidates queued at once, {pace} "
           "(broker CPU per job; dispatch latency at the slot while jobs wait)",
           keys, [[r[k] for k in keys] for r in rows])
     base = rows[0]

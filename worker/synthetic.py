@@ -1,9 +1,10 @@
 """A synthetic backend and a worker process around it, for fault tests and benchmarks.
 
 No model: each candidate is `tokens` pieces, one every `token_delay_s`, spelt from the
-job's seed so two candidates of one seed agree. It runs through the real worker session
-(READY, heartbeats, CANCEL, reconnects), so a process of it is a real peer that answers
-fast. `ignore_cancel` makes it a rude peer: it hears CANCEL and goes on generating.
+job's seed so two candidates of one seed agree (`jitter` J: each pause is drawn, from the
+seed too, between 1 - J and 1 + J times the delay, so slots drift out of step). It runs
+through the real worker session (READY, heartbeats, CANCEL, reconnects), so a process of
+it is a real peer that answers fast. `ignore_cancel` makes it a rude peer: it hears CANCEL and goes on generating.
 `record` (a file path) makes each slot append, per candidate, one line a benchmark reads:
 `cand JOB CAND TOTAL_S` (its own generation time) and `gap END START` (monotonic seconds
 from its previous candidate's end to this one's start: the FINAL out, the next REQUEST in).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -41,8 +43,8 @@ class SyntheticBackend:
     n_ctx = 8192
 
     def __init__(self, tokens: int = 8, token_delay_s: float = 0.0, ignore_cancel: bool = False,
-                 model: str = "synthetic", record: int | None = None):
-        self.tokens, self.token_delay_s = tokens, token_delay_s
+                 model: str = "synthetic", record: int | None = None, jitter: float = 0.0):
+        self.tokens, self.token_delay_s, self.jitter = tokens, token_delay_s, jitter
         self.ignore_cancel, self.model = ignore_cancel, model
         self.record = record          # an O_APPEND file descriptor, or None
         self._ended: float | None = None
@@ -50,13 +52,14 @@ class SyntheticBackend:
     def generate(self, task: Task, emit, cancelled: threading.Event) -> Outcome:
         count = min(self.tokens, task.sampling.max_tokens)
         start, pieces, first = time.monotonic(), [], None
+        pace = random.Random(task.seed * 7919 + task.cand)
         if self.record is not None and self._ended is not None:
             os.write(self.record, f"gap {self._ended:.6f} {start:.6f}\n".encode())
         for i in range(count):
             if cancelled.is_set() and not self.ignore_cancel:
                 break
             if self.token_delay_s:
-                time.sleep(self.token_delay_s)
+                time.sleep(self.token_delay_s * (1 + self.jitter * pace.uniform(-1, 1)))
             piece = WORDS[(task.seed + i) % len(WORDS)] + " "
             first = first if first is not None else time.monotonic() - start
             pieces.append(piece)
@@ -81,6 +84,8 @@ class SyntheticBackend:
               help="Pieces per candidate (at most the job's max_tokens).")
 @click.option("--token-delay-s", type=seconds(lo=0.0), default=0.0, show_default=True,
               help="Pause before each piece.")
+@click.option("--jitter", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Each pause is drawn between (1 - J) and (1 + J) times the delay.")
 @click.option("--ignore-cancel", is_flag=True, help="Hear CANCEL and keep generating.")
 @click.option("--record", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Append each candidate's own time and each slot's idle gap to this file "
@@ -95,12 +100,13 @@ class SyntheticBackend:
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default=logs.TEXT,
               show_default=True, help="Log lines as text (key=value fields) or JSON objects.")
 @click.option("-v", "--verbose", count=True)
-def main(broker, name, slots, tokens, token_delay_s, ignore_cancel, record, heartbeat_s,
+def main(broker, name, slots, tokens, token_delay_s, jitter, ignore_cancel, record, heartbeat_s,
          liveness, reconnect_s, shutdown_grace_s, log_format, verbose):
     """Serve synthetic answers to a broker (no model; for tests and benchmarks)."""
     logs.setup(verbose + 1, fmt=log_format)
     fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if record else None
-    backends = [SyntheticBackend(tokens, token_delay_s, ignore_cancel, record=fd)
+    backends = [SyntheticBackend(tokens, token_delay_s, ignore_cancel, record=fd,
+                                 jitter=jitter)
                 for _ in range(slots)]
     profile = node_profile(name, backends[0], slots, True, socket.gethostname())
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,

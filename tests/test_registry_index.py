@@ -1,0 +1,102 @@
+"""broker/registry.py keeps indexes (idle slots, serving slots, models, heartbeat and expiry
+heaps) so a dispatch costs what changed; under any sequence of slots joining, taking and
+ending work, falling silent and leaving, each index answers what a scan of every slot would."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broker.registry import Registry
+from common.profile import WorkerProfile
+
+pytestmark = pytest.mark.timeout(60)
+
+SERVICES = (b"generate", b"echo")
+IDS = [bytes([i]) for i in range(6)]
+
+ops = st.lists(st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(IDS), st.sampled_from(SERVICES),
+              st.sampled_from(["", "qwen", "llama"]), st.sampled_from([0.5, 1.0, 2.0])),
+    st.tuples(st.just("assign"), st.sampled_from(IDS), st.integers(0, 3)),
+    st.tuples(st.just("free"), st.sampled_from(IDS)),
+    st.tuples(st.just("remove"), st.sampled_from(IDS)),
+    st.tuples(st.just("touch"), st.sampled_from(IDS)),
+    st.tuples(st.just("wait"), st.floats(0.0, 3.0)),
+), max_size=60)
+
+
+def scan_idle(reg: Registry, service: bytes) -> set[bytes]:
+    return {s.identity for s in reg.all() if s.service == service and s.job is None}
+
+
+def check(reg: Registry) -> None:
+    for service in SERVICES:
+        slots = [s for s in reg.all() if s.service == service]
+        assert {s.identity for s in reg.idle(service)} == scan_idle(reg, service)
+        assert len(reg.idle(service)) == len(scan_idle(reg, service))  # no duplicates
+        assert {s.identity for s in reg.serving(service)} == {s.identity for s in slots}
+        assert reg.has(service) == bool(slots)
+        assert reg.models(service) == {s.profile.model for s in slots if s.profile.model}
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops)
+def test_indexes_equal_a_scan_of_every_slot(steps):
+    reg, now = Registry(interval_s=1.0, liveness=3), 0.0
+    for op, *args in steps:
+        slot = reg.get(args[0]) if op not in ("wait",) else None
+        if op == "add" and slot is None:
+            identity, service, model, hb = args
+            reg.add(identity, service, WorkerProfile(name=identity.hex(), model=model,
+                                                     heartbeat_s=hb), False, now)
+        elif op == "assign" and slot is not None:
+            slot.job = ("job", args[1])
+        elif op == "free" and slot is not None:
+            slot.job = None
+        elif op == "remove":
+            gone = reg.remove(args[0])
+            if gone is not None:
+                gone.job = None  # what on_slot_lost does: it must not come back as idle
+        elif op == "touch":
+            reg.touch(args[0], now)
+        elif op == "wait":
+            now += args[0]
+            expected_dead = {s.identity for s in reg.all() if s.expires_at <= now}
+            expected_beats = {s.identity for s in reg.all() if s.next_beat <= now}
+            assert sorted(s.identity for s in reg.beats_due(now)) == sorted(expected_beats)
+            assert sorted(s.identity for s in reg.purge(now)) == sorted(expected_dead)
+            assert all(s.next_beat > now and s.expires_at > now for s in reg.all())
+        check(reg)
+
+
+def test_a_slot_that_takes_work_leaves_the_idle_index_and_returns_when_it_ends():
+    reg = Registry(interval_s=1.0, liveness=3)
+    a = reg.add(b"a", b"generate", WorkerProfile(name="a"), False, 0.0)
+    reg.add(b"b", b"generate", WorkerProfile(name="b"), False, 0.0)
+    a.job = ("job", 0)
+    assert [s.identity for s in reg.idle(b"generate")] == [b"b"]
+    a.job = None
+    assert {s.identity for s in reg.idle(b"generate")} == {b"a", b"b"}
+
+
+def test_a_slot_heard_from_outlives_its_first_expiry_and_dies_at_its_last():
+    reg = Registry(interval_s=1.0, liveness=3)
+    reg.add(b"a", b"generate", WorkerProfile(name="a"), False, 0.0)
+    for t in (1.0, 2.0, 3.0, 4.0):
+        reg.touch(b"a", t)
+        assert reg.purge(t) == []
+    assert reg.purge(6.9) == [] and [s.identity for s in reg.purge(7.0)] == [b"a"]
+    assert not reg.has(b"generate") and reg.idle(b"generate") == []
+
+
+def test_an_identity_that_comes_back_is_judged_by_its_new_slot_not_the_old_ones_heap_entries():
+    reg = Registry(interval_s=1.0, liveness=3)
+    reg.add(b"a", b"generate", WorkerProfile(name="a"), False, 0.0)   # beats at 1, dies at 3
+    reg.remove(b"a")
+    again = reg.add(b"a", b"generate", WorkerProfile(name="a"), False, 1.5)  # dies at 4.5
+    assert reg.beats_due(1.2) == []
+    assert reg.beats_due(2.5) == [again]
+    assert reg.purge(3.5) == [] and reg.get(b"a") is again
+    assert reg.purge(4.5) == [again]
