@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def candidate_times(path: Path) -> dict[str, list[float]]:
-    """Job id -> the own times (seconds) of its candidates that ran to the end."""
-    out: dict[str, list[float]] = {}
+def candidate_times(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """Job id -> (own time in seconds, monotonic start) of each candidate that ran."""
+    out: dict[str, list[tuple[float, float]]] = {}
     for parts in _lines(path):
-        if parts[0] == "cand" and len(parts) == 4:
-            out.setdefault(parts[1], []).append(float(parts[3]))
+        if parts[0] == "cand" and len(parts) == 5:
+            out.setdefault(parts[1], []).append((float(parts[3]), float(parts[4])))
     return out
 
 

@@ -76,12 +76,13 @@ class Dispatch:
             if slot is not None:
                 idle.remove(slot)
                 self._start(job, cand, slot, now)
-            else:
-                serving = serving if serving is not None else self.registry.serving(SERVICE_GENERATE)
-                if scheduler.placeable(serving, used, cand.tried, need):
-                    waiting.append(job)
-                    continue
-                self._unplaceable(job, cand, now)
+                self._enqueue(job)  # a start changes no vote: nothing to settle
+                continue
+            serving = serving if serving is not None else self.registry.serving(SERVICE_GENERATE)
+            if scheduler.placeable(serving, used, cand.tried, need):
+                waiting.append(job)
+                continue
+            self._unplaceable(job, cand, now)
             self._enqueue(job)
             self._settle(job, now)
         for job in waiting:

@@ -6,7 +6,7 @@ seed too, between 1 - J and 1 + J times the delay, so slots drift out of step). 
 through the real worker session (READY, heartbeats, CANCEL, reconnects), so a process of
 it is a real peer that answers fast. `ignore_cancel` makes it a rude peer: it hears CANCEL and goes on generating.
 `record` (a file path) makes each slot append, per candidate, one line a benchmark reads:
-`cand JOB CAND TOTAL_S` (its own generation time) and `gap END START` (monotonic seconds
+`cand JOB CAND TOTAL_S START` (its own generation time, and when it began) and `gap END START` (monotonic seconds
 from its previous candidate's end to this one's start: the FINAL out, the next REQUEST in).
 
     python -m worker.synthetic --broker tcp://127.0.0.1:7555 --name fast --slots 3
@@ -67,7 +67,7 @@ class SyntheticBackend:
         stopped = cancelled.is_set() and not self.ignore_cancel
         took = time.monotonic() - start
         if self.record is not None:
-            os.write(self.record, f"cand {task.job} {task.cand} {took:.6f}\n".encode())
+            os.write(self.record, f"cand {task.job} {task.cand} {took:.6f} {start:.6f}\n".encode())
             self._ended = time.monotonic()
         return Outcome(task.job, task.cand, "".join(pieces),
                        "cancelled" if stopped else "length",
