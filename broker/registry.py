@@ -182,6 +182,10 @@ class Registry:
     def serving(self, service: bytes) -> list[Slot]:
         return list(self._serving.get(service, {}).values())
 
+    def services(self) -> list[bytes]:
+        """The services live slots offer."""
+        return list(self._serving)
+
     def has(self, service: bytes) -> bool:
         """Does any live slot serve this service?"""
         return service in self._serving

@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 1000   # messages handled per pass before housekeeping gets a turn
 TICK_MAX_S = 0.25  # the longest the loop sleeps
 BUSY_TICK_S = 0.001  # while a vote is counted elsewhere (a backlog says when it is due)
-SLOT_SCAN_S = 0.01  # routed requests' timeouts (a look at every slot) at most this often
 __all__ = ["Broker", "BrokerConfig", "GOODBYE_S", "LAST_FLUSH_S", "SHUTDOWN_GRACE_S"]
 
 
@@ -84,7 +83,6 @@ class Broker:
                                         Weights.of(config.peers))
         self.router = Router(self.registry, self.outbox, config.timeout_s)
         self.stats = {"errors": 0, "messages": 0}
-        self._scan_at = 0.0  # when housekeeping may next look at every slot
         self.rejected = Rejections()  # every message refused, by reason (swarm.status)
         self.started_at = time.monotonic()
         self.endpoint: str | None = None
@@ -267,16 +265,12 @@ class Broker:
 
     # -- housekeeping --------------------------------------------------------------------
     def housekeeping(self, now: float) -> None:
-        """Each step guarded on its own: one failing step never starves the others. A
-        pass costs what is due (heaps), except the routing timeouts, which look at every
-        slot and so run at most every SLOT_SCAN_S, however often the loop wakes."""
+        """Each step guarded on its own: one failing step never starves the others."""
         self._guarded("purging silent workers", self.workers.purge, now)
         for slot in self.registry.beats_due(now):
             self.outbox.send(slot.identity, slot.delimited, Heartbeat(), droppable=True)
         self._guarded("job timeouts", self.workers.generate_tick, now)
-        if now >= self._scan_at:
-            self._scan_at = now + SLOT_SCAN_S
-            self._guarded("routing timeouts", self.workers.route_tick, now)
+        self._guarded("routing timeouts", self.workers.route_tick, now)
         self._guarded("keeping state", self.keeper.tick, now)
         self.lifecycle.notify(now, self.endpoint)
 

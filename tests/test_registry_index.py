@@ -100,3 +100,17 @@ def test_an_identity_that_comes_back_is_judged_by_its_new_slot_not_the_old_ones_
     assert reg.beats_due(2.5) == [again]
     assert reg.purge(3.5) == [] and reg.get(b"a") is again
     assert reg.purge(4.5) == [again]
+
+
+def test_the_router_finds_its_overdue_slots_among_its_own_services_only():
+    from broker.outbox import Outbox
+    from broker.routing import Router
+    reg = Registry(interval_s=1.0, liveness=3)
+    echo = reg.add(b"e", b"echo", WorkerProfile(name="e"), False, 0.0)
+    gen = reg.add(b"g", b"generate", WorkerProfile(name="g"), False, 0.0)
+    gen.job = ("job", 0)
+    router = Router(reg, Outbox(), timeout_s=5.0)
+    router.submit(b"client", False, b"echo", (b"hi",), now=0.0)
+    assert echo.job is not None and reg.idle(b"echo") == []
+    assert router.tick(4.0) == []
+    assert router.tick(5.0) == [echo]
