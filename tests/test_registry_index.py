@@ -114,3 +114,24 @@ def test_the_router_finds_its_overdue_slots_among_its_own_services_only():
     assert echo.job is not None and reg.idle(b"echo") == []
     assert router.tick(4.0) == []
     assert router.tick(5.0) == [echo]
+
+
+def test_jobs_queued_behind_a_busy_model_cost_a_dispatch_no_scan_of_the_slots_each(monkeypatch):
+    from broker import scheduler
+    from tests.generate_util import Swarm
+    s = Swarm()
+    for identity, model in ((b"q1", "qwen"), (b"l1", "llama")):
+        s.registry.add(identity, b"generate",
+                       WorkerProfile(name=identity.decode(), node_id=identity.decode(), model=model),
+                       False, 0.0)
+    s.registry.get(b"q1").job = ("elsewhere", 0)  # the one qwen slot is busy
+    for _ in range(200):
+        s.submit(model="qwen", candidates=1)
+    checks = []
+    real = scheduler.Need.met_by
+    monkeypatch.setattr(scheduler.Need, "met_by", lambda need, slot: checks.append(1) or real(need, slot))
+    s.submit(model="llama", candidates=1)  # one dispatch pass over all 201 queued jobs
+    assert len(checks) < 20  # a few per need, not a few per queued job
+    # and the policy is the same: the llama job took the idle slot, every qwen job waits
+    assert s.registry.get(b"l1").job is not None
+    assert len(s.service.jobs) == 201 and len(s.service.rotation) == 200
