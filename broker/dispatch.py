@@ -61,7 +61,7 @@ class Dispatch:
         if not self.rotation:
             return
         idle = self.registry.idle(SERVICE_GENERATE)
-        serving: list[Slot] | None = None
+        known = _Learnt(self.registry)
         waiting: list[Job] = []  # placeable, but not on any slot idle now
         while idle and self.rotation:
             job = self.rotation.pop(self.jobs)
@@ -72,16 +72,17 @@ class Dispatch:
                 continue
             need = need_of(job, cand)
             used = used_by(job, cand)
-            slot = scheduler.pick(idle, used, job.nodes_used, cand.tried, need)
+            slot = None if need in known.unmet else \
+                scheduler.pick(idle, used, job.nodes_used, cand.tried, need)
             if slot is not None:
                 idle.remove(slot)
                 self._start(job, cand, slot, now)
-            else:
-                serving = serving if serving is not None else self.registry.serving(SERVICE_GENERATE)
-                if scheduler.placeable(serving, used, cand.tried, need):
-                    waiting.append(job)
-                    continue
-                self._unplaceable(job, cand, now)
+                self._enqueue(job)  # a start changes no vote: nothing to settle
+                continue
+            if known.placeable(need, used, cand.tried):
+                waiting.append(job)
+                continue
+            self._unplaceable(job, cand, now)
             self._enqueue(job)
             self._settle(job, now)
         for job in waiting:
@@ -183,6 +184,33 @@ class Dispatch:
         log.warning("worker still works %g s after CANCEL; disconnecting it", self.cancel_grace_s,
                     extra=logs.kv(job=job_id, cand=index, peer=slot.peer, slot=slot.profile.slot))
         return slot
+
+
+class _Learnt:
+    """What one dispatch pass learns about a need from a candidate with no history (no slot
+    used or tried), whose fate is the need's alone, so that the jobs queued behind it with
+    the same need cost no scan of the slots: no idle slot meets it (idle only shrinks during
+    the pass), and whether any live slot does."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.unmet: set[scheduler.Need] = set()
+        self._placeable: dict[scheduler.Need, bool] = {}
+        self._serving: list[Slot] | None = None
+
+    def placeable(self, need: scheduler.Need, used: set[bytes], tried: set[bytes]) -> bool:
+        """After no idle slot took the candidate: could any live slot ever take it?"""
+        fresh = not used and not tried
+        if fresh:
+            self.unmet.add(need)
+            if need in self._placeable:
+                return self._placeable[need]
+        if self._serving is None:
+            self._serving = self.registry.serving(SERVICE_GENERATE)
+        answer = scheduler.placeable(self._serving, used, tried, need)
+        if fresh:
+            self._placeable[need] = answer
+        return answer
 
 
 def need_of(job: Job, cand: Candidate) -> scheduler.Need:

@@ -69,7 +69,7 @@ class GenerateService(Dispatch):
     def _refusal(self, request: GenerateRequest) -> str | None:
         if self.draining:
             return f"{SHUTTING_DOWN}: try another broker, or again once it is back"
-        if not self.registry.serving(SERVICE_GENERATE):
+        if not self.registry.has(SERVICE_GENERATE):
             return f"{NO_WORKER}: start a swarm-worker"
         if not scheduler.Need(request.model).model_among(self.registry.models(SERVICE_GENERATE)):
             return f"{NO_MODEL} '{request.model[:MAX_NAME_SHOWN]}'"
@@ -196,7 +196,10 @@ class GenerateService(Dispatch):
                 self._fail(job, cand, f"{slot.peer} {reason}", now)
                 self._settle(job, now)
         models = self.registry.models(SERVICE_GENERATE)
-        live = bool(self.registry.serving(SERVICE_GENERATE))
+        live = self.registry.has(SERVICE_GENERATE)
+        if live and slot.profile.model in (models | {None, ""}):
+            self.dispatch(now)  # every model still served: no job lost its last slot
+            return
         for job in list(self.jobs.values()):  # nobody left for them: waiting helps no one
             if not live or not scheduler.Need(job.request.model).model_among(models):
                 for cand in job.pending():

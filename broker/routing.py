@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from broker.outbox import Outbox
 from broker.registry import Registry, Slot
+from common.frames import SERVICE_GENERATE
 from common.messages import ClientReply, WorkerReply, WorkerRequest
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Router:
 
     def submit(self, client: bytes, delimited: bool, service: bytes, body: tuple[bytes, ...],
                now: float) -> None:
-        if not self.registry.serving(service):
+        if not self.registry.has(service):
             self.outbox.error(client, delimited, service,
                               f"no worker offers the service '{service.decode()}'")
             return
@@ -101,7 +102,7 @@ class Router:
                 self._count(work, -1)
                 self.outbox.error(work.client, work.delimited, service,
                                   f"no worker for '{service.decode()}' became free in time")
-            if queue and not self.registry.serving(service):
+            if queue and not self.registry.has(service):
                 for work in queue:
                     self._count(work, -1)
                     self.outbox.error(work.client, work.delimited, service,
@@ -109,6 +110,7 @@ class Router:
                 queue.clear()
         self.queues = {s: q for s, q in self.queues.items() if q}  # no service names pile up
         self.dispatch(now)
-        return [s for s in self.registry.all() if isinstance(s.job, PlainWork)
-                and s.job.expires_at <= now]
+        return [s for service in self.registry.services() if service != SERVICE_GENERATE
+                for s in self.registry.serving(service)  # generate slots are never ours
+                if isinstance(s.job, PlainWork) and s.job.expires_at <= now]
 

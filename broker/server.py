@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000   # messages handled per pass before housekeeping gets a turn
 TICK_MAX_S = 0.25  # the longest the loop sleeps
-BUSY_TICK_S = 0.005  # while a vote is counted elsewhere (a backlog says when it is due)
+BUSY_TICK_S = 0.001  # while a vote is counted elsewhere (a backlog says when it is due)
 __all__ = ["Broker", "BrokerConfig", "GOODBYE_S", "LAST_FLUSH_S", "SHUTDOWN_GRACE_S"]
 
 

@@ -192,10 +192,14 @@ def confidence(answers: list[Answer], question: str = "") -> Verdict:
 # -- similarity-style: the medoid ----------------------------------------------------------
 def _pairs(answers: list[Answer]) -> dict[tuple[int, int], float]:
     texts = [(a.cand, normalise(clip(a.text))) for a in answers]
+    ratios: dict[tuple[str, str], float] = {}  # answers that agree word for word: once
     out = {}
     for i, (ca, ta) in enumerate(texts):
         for cb, tb in texts[i + 1:]:
-            out[ca, cb] = out[cb, ca] = fuzz.ratio(ta, tb) / 100.0
+            r = ratios.get((ta, tb))
+            if r is None:
+                r = ratios[ta, tb] = ratios[tb, ta] = fuzz.ratio(ta, tb) / 100.0
+            out[ca, cb] = out[cb, ca] = r
     return out
 
 
