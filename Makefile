@@ -26,7 +26,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/relay.py --quick
+	$(BIN)/python bench/overhead.py --quick
+	$(BIN)/python bench/fanout.py --quick
+	$(BIN)/python bench/scale.py --quick
+	$(BIN)/python bench/early_quorum.py --quick
+	$(BIN)/python bench/long_prompt.py --quick
 	$(BIN)/python bench/loop_stall.py
 	$(BIN)/python bench/state_cost.py --jobs 100 --rounds 3
 	$(BIN)/python bench/gpu_offload.py --rounds 1
