@@ -2,7 +2,8 @@
 
 Apart from the session because it is the one part that runs off the loop: the backend
 generates in the slot's own thread, and each piece and the outcome come back through the
-connection's asyncio queue, so heartbeats keep flowing while the model works. A request
+connection's asyncio queue, so heartbeats keep flowing while the model works (paced:
+worker/handoff.py). A request
 whose connection is over is stopped at its next piece (`Abandoned`), so nothing of it
 reaches the next connection; one the slot cannot read is answered with an error FINAL.
 """
@@ -20,6 +21,7 @@ from common.bodies import ERROR_REQUEST, MAX_CANDIDATES, MAX_TOKENS, Chunk, Outc
 from common.codec import unpack_body
 from common.errors import ProtocolError
 from worker.backend import Backend
+from worker.handoff import INTERVAL_S, Handoff
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,9 @@ class Abandoned(Exception):
 class SlotThread:
     """The slot's only generation thread; `kv` gives the fields of a line about the slot."""
 
-    def __init__(self, backend: Backend, slot: int, kv: Callable[..., dict]):
-        self.backend = backend
+    def __init__(self, backend: Backend, slot: int, kv: Callable[..., dict],
+                 interval_s: float = INTERVAL_S):
+        self.backend, self.interval_s = backend, interval_s  # pieces handed over at most so often
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"slot{slot}")
         self._kv = kv
 
@@ -60,10 +63,11 @@ class SlotThread:
     def _generate(self, work: Work, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
         """Runs in the slot's thread; hands pieces and the outcome to the session's loop."""
         task, seq = work.task, 0
+        handoff = Handoff(loop, queue.put_nowait, self.interval_s)
 
-        def put(item) -> None:
+        def put(item, final: bool = False) -> None:
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+                (handoff.final if final else handoff.piece)(item)
             except RuntimeError:  # the loop is closed: the process is stopping
                 work.cancelled.set()
 
@@ -90,7 +94,7 @@ class SlotThread:
                     job=task.job, cand=task.cand))
                 outcome = Outcome(task.job, task.cand, error=f"generation failed: {e}")
         self._log_outcome(task, outcome)
-        put((work, outcome, True))
+        put((work, outcome, True), final=True)
 
     def _log_outcome(self, task: Task, outcome: Outcome) -> None:
         """One line a candidate served: how it ended, or why it could not be served."""

@@ -1,0 +1,97 @@
+"""Pieces from a slot's thread to its loop, paced (worker/handoff.py): the first at once,
+then at most one hand-over per interval, nothing held for a later token, the outcome last,
+and on the real path a paced worker's pieces reach the client complete and in order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import zmq
+
+from common import frames as F
+from common.bodies import GenerateRequest, Sampling
+from common.codec import pack, unpack
+from common.messages import ClientRequest
+from tests.conftest import free_port, run
+from tests.faults_util import synthetic, wait_for
+from tests.wire import client_final, dealer
+from worker.handoff import Handoff
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def _handed(pieces: list[str], final: str | None, interval_s: float,
+                  until: int) -> list[list[str]]:
+    """Hand `pieces` (then `final`) over from a thread at once; what the loop got, one list
+    per hand-over that delivered anything."""
+    batches: list[list[str]] = []
+
+    class Counted(Handoff):
+        def _flush(self, last=None) -> None:
+            batches.append([])
+            super()._flush(last)
+
+    handoff = Counted(asyncio.get_running_loop(), lambda item: batches[-1].append(item),
+                      interval_s)
+
+    def thread() -> None:
+        for p in pieces:
+            handoff.piece(p)
+        if final is not None:
+            handoff.final(final)
+
+    threading.Thread(target=thread).start()
+    for _ in range(2000):
+        if sum(len(b) for b in batches) >= until:
+            break
+        await asyncio.sleep(0.01)
+    return [b for b in batches if b]
+
+
+def test_the_first_piece_goes_at_once_and_those_after_it_go_together_in_order():
+    batches = run(_handed(["a", "b", "c", "d"], "END", 5.0, 5), 60.0)
+    flat = [x for b in batches for x in b]
+    assert flat == ["a", "b", "c", "d", "END"]  # every piece, in order, the outcome last
+    # the first went at once (the pieces after it may have caught it up), the rest together
+    # with the outcome, which does not wait for the interval
+    assert batches[0][0] == "a" and len(batches) <= 2
+
+
+def test_a_held_piece_goes_on_its_own_timer_not_with_a_later_token():
+    # Two pieces and then nothing (a model that stalls): the second is not held forever
+    batches = run(_handed(["a", "b"], None, 0.05, 2), 60.0)
+    assert [x for b in batches for x in b] == ["a", "b"]
+
+
+TOKENS = 40
+
+
+def test_a_paced_worker_s_pieces_reach_a_real_client_in_fewer_messages_complete(procs, ctx):
+    # Given a broker and a synthetic worker that makes a piece every 10 ms (a fast model)
+    port = free_port()
+    procs.broker(port, "--no-mdns", "--state-dir", "off")
+    synthetic(procs, port, "paced", "--tokens", str(TOKENS), "--token-delay-s", "0.01")
+    wait_for(port, "the paced worker", lambda p: "paced" in p)
+
+    async def body():
+        sock = dealer(ctx, f"tcp://127.0.0.1:{port}")
+        sock.setsockopt(zmq.RCVHWM, 0)
+        try:
+            request = GenerateRequest(Sampling(prompt="go", max_tokens=TOKENS), candidates=1,
+                                      stream="live")
+            await sock.send_multipart(ClientRequest(F.SERVICE_GENERATE,
+                                                    (pack(request.to_map()),)).to_frames())
+            return await client_final(sock, 60.0)
+        finally:
+            sock.close()
+
+    # When a client asks for every token
+    partials, final = run(body(), 80.0)
+    tokens = [e for e in (unpack(m.body[0]) for m in partials) if e["event"] == "token"]
+    winner = unpack(final.body[0])["winner"]
+    # Then it reads every token in order, counted right, a few pieces a message
+    assert "".join(e["text"] for e in tokens) == winner["text"]
+    assert tokens[-1]["tokens"] == TOKENS == len(winner["text"].split())
+    assert len(tokens) <= TOKENS // 2
