@@ -95,3 +95,13 @@ def test_a_paced_worker_s_pieces_reach_a_real_client_in_fewer_messages_complete(
     assert "".join(e["text"] for e in tokens) == winner["text"]
     assert tokens[-1]["tokens"] == TOKENS == len(winner["text"].split())
     assert len(tokens) <= TOKENS // 2
+
+
+@pytest.mark.parametrize("bad", ["-0.1", "nan", "inf", "5", "soon"])
+def test_a_stream_interval_that_is_no_duration_is_refused_in_one_sentence(bad):
+    from click.testing import CliRunner
+
+    from worker.synthetic import main
+    result = CliRunner().invoke(main, ["--stream-interval-s", bad])
+    assert result.exit_code == 2 and "--stream-interval-s" in result.output
+    assert "Traceback" not in result.output

@@ -47,10 +47,11 @@ async def served(ctx, endpoint: str) -> dict:
 
 def test_a_client_that_stops_reading_a_long_stream_is_shed_and_others_are_served(procs, ctx):
     # Given a broker and a synthetic worker with 6 slots that streams up to 30,000 tokens,
-    # each on its own (a paced stream: the broker merges only token events that wait together)
+    # each on its own (a paced stream, every piece sent at once: the broker merges only token
+    # events that wait together)
     endpoint, broker, rss_before = broker_with_worker(
         procs, "stream", "--slots", "6", "--tokens", str(STREAM_TOKENS), "--token-delay-s",
-        str(TOKEN_DELAY_S))
+        str(TOKEN_DELAY_S), "--stream-interval-s", "0")
 
     async def body():
         # When a client asks for a job of 5 long candidates with progress and never reads

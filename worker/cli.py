@@ -25,6 +25,7 @@ from common.sdnotify import Notifier
 from worker.launch import load, prepare
 from worker.node import SHUTDOWN_GRACE_S, WorkerNode, node_profile
 from worker.policy import AUTO, BACKENDS, Requested, parse_auto_int
+from worker.handoff import INTERVAL_S as STREAM_INTERVAL_S, MAX_STREAM_INTERVAL_S
 from worker.session import SessionConfig
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ def _auto_int(lo: int, hi: int | None = None):
                    "(KV cache); off: every generation evaluates its whole prompt.")
 @click.option("--timeout-hint-s", type=seconds(), default=None,
               help="Per-candidate timeout this worker asks the broker for.")
+@click.option("--stream-interval-s", type=seconds(lo=0.0, hi=MAX_STREAM_INTERVAL_S),
+              default=STREAM_INTERVAL_S, show_default=True,
+              help="Send streamed pieces at most this often, joined (0: each piece at once).")
 @click.option("--heartbeat-s", type=seconds(hi=MAX_HEARTBEAT_S), default=F.DEFAULT_HEARTBEAT_S,
               show_default=True, help="Heartbeat interval this worker beats at and expects.")
 @click.option("--liveness", type=click.IntRange(1, MAX_LIVENESS), default=F.DEFAULT_LIVENESS,
@@ -89,7 +93,8 @@ def _auto_int(lo: int, hi: int | None = None):
 @version_option("swarm-worker")
 @click.pass_context
 def main(ctx, config_file, broker, swarm, no_mdns, name, model_path, backend, instances,
-         gpu_layers, threads, seed_variation, n_ctx, prefix_cache, timeout_hint_s, heartbeat_s, liveness,
+         gpu_layers, threads, seed_variation, n_ctx, prefix_cache, timeout_hint_s,
+         stream_interval_s, heartbeat_s, liveness,
          reconnect_s, shutdown_grace_s, print_profile, as_json, secure, key_dir, broker_key,
          log_format, verbose):
     """Serve a local model to a Swarm broker."""
@@ -121,7 +126,8 @@ def main(ctx, config_file, broker, swarm, no_mdns, name, model_path, backend, in
         broker = F.DEFAULT_BROKER_CONNECT
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
                            reconnect_min_s=reconnect_s,
-                           reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S), curve=curve)
+                           reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S), curve=curve,
+                           stream_interval_s=stream_interval_s)
     node = WorkerNode(config, profile, backends, mdns=not no_mdns, notifier=Notifier.from_env(),
                       shutdown_grace_s=shutdown_grace_s)
     run_until_signalled(node.run(), stop=node.shutdown)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 INTERVAL_S = 0.05  # 20 updates a second: smooth to read, a few tokens each at CPU speeds
+MAX_STREAM_INTERVAL_S = 1.0  # a slower stream would read as a stall
 
 
 class Handoff:

@@ -37,6 +37,7 @@ from common.rejections import Rejections
 from worker.backend import Backend
 from worker.generation import SlotThread, Work, coalesce, refused
 from worker.goodbye import GOODBYE_LINGER_MS, SHUTTING_DOWN, goodbye, read_out, say_goodbye
+from worker.handoff import INTERVAL_S as STREAM_INTERVAL_S
 from worker.link import Link, send
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class SessionConfig:
     reconnect_min_s: float = F.RECONNECT_MIN_S
     reconnect_max_s: float = F.RECONNECT_MAX_S
     curve: ClientKeys | None = None  # --secure: talk CURVE to the pinned broker only
+    stream_interval_s: float = STREAM_INTERVAL_S  # pieces handed over at most so often
 
 
 class WorkerSession:
@@ -63,7 +65,8 @@ class WorkerSession:
                  backend: Backend):
         self.ctx, self.config, self.backend = ctx, config, backend
         self.profile = replace(profile, heartbeat_s=config.heartbeat_s)
-        self.thread = SlotThread(backend, profile.slot, self._kv)  # where generation runs
+        self.thread = SlotThread(backend, profile.slot, self._kv,  # where generation runs
+                                 config.stream_interval_s)
         self.connections = 0
         self.backoff_s = config.reconnect_min_s  # the pause after a refused connection
         self.pauses_s: deque[float] = deque(maxlen=32)  # the latest pauses taken, oldest first

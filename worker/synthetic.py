@@ -34,6 +34,7 @@ from common.profile import MAX_LIVENESS
 from common.runner import run_until_signalled
 from common.sdnotify import Notifier
 from worker.node import SHUTDOWN_GRACE_S, WorkerNode, node_profile
+from worker.handoff import INTERVAL_S as STREAM_INTERVAL_S, MAX_STREAM_INTERVAL_S
 from worker.session import SessionConfig
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,9 @@ def _answer(_ctx, _param, value: str | None) -> str | None:
 @click.option("--record", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Append each candidate's own time and each slot's idle gap to this file "
                    "(for benchmarks).")
+@click.option("--stream-interval-s", type=seconds(lo=0.0, hi=MAX_STREAM_INTERVAL_S),
+              default=STREAM_INTERVAL_S, show_default=True,
+              help="Send streamed pieces at most this often, joined (0: each piece at once).")
 @click.option("--heartbeat-s", type=seconds(), default=F.DEFAULT_HEARTBEAT_S, show_default=True)
 @click.option("--liveness", type=click.IntRange(1, MAX_LIVENESS), default=F.DEFAULT_LIVENESS,
               show_default=True)
@@ -121,7 +125,7 @@ def _answer(_ctx, _param, value: str | None) -> str | None:
               show_default=True, help="Log lines as text (key=value fields) or JSON objects.")
 @click.option("-v", "--verbose", count=True)
 def main(broker, name, slots, tokens, token_delay_s, jitter, ignore_cancel, answer, record,
-         heartbeat_s, liveness, reconnect_s, shutdown_grace_s, log_format, verbose):
+         stream_interval_s, heartbeat_s, liveness, reconnect_s, shutdown_grace_s, log_format, verbose):
     """Serve synthetic answers to a broker (no model; for tests and benchmarks)."""
     logs.setup(verbose + 1, fmt=log_format)
     fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if record else None
@@ -131,7 +135,8 @@ def main(broker, name, slots, tokens, token_delay_s, jitter, ignore_cancel, answ
     profile = node_profile(name, backends[0], slots, True, socket.gethostname())
     config = SessionConfig(broker, heartbeat_s=heartbeat_s, liveness=liveness,
                            reconnect_min_s=reconnect_s,
-                           reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S))
+                           reconnect_max_s=max(reconnect_s, F.RECONNECT_MAX_S),
+                           stream_interval_s=stream_interval_s)
     node = WorkerNode(config, profile, backends, notifier=Notifier.from_env(),
                       shutdown_grace_s=shutdown_grace_s)
     run_until_signalled(node.run(), stop=node.shutdown)
