@@ -34,9 +34,9 @@ GOAL = 1.05
 STREAMS = ("progress", "winner")  # every token relayed to the client, or only the FINAL
 
 
-def layout(k: int) -> list[int]:
-    """k slots over processes of at most PER_PROCESS slots."""
-    return [PER_PROCESS] * (k // PER_PROCESS) + ([k % PER_PROCESS] if k % PER_PROCESS else [])
+def layout(k: int, per: int = PER_PROCESS) -> list[int]:
+    """k slots over processes of at most `per` slots."""
+    return [per] * (k // per) + ([k % per] if k % per else [])
 
 
 async def one_job(client: SwarmClient, k: int, record: Path,
@@ -62,11 +62,11 @@ async def one_job(client: SwarmClient, k: int, record: Path,
     raise SystemExit(f"k={k}: the workers recorded {len(own)} of {k} candidate times")
 
 
-def measure(k: int, rounds: int, tokens: int, delay_s: float,
-            workdir: Path) -> dict[str, list[dict[str, float]]]:
+def measure(k: int, rounds: int, tokens: int, delay_s: float, workdir: Path,
+            per: int = PER_PROCESS) -> dict[str, list[dict[str, float]]]:
     """Per stream mode, `rounds` jobs on one swarm of k slots, the modes taking turns."""
     record = workdir / f"fanout-{k}.txt"
-    with Swarm(layout(k), tokens, delay_s, worker_args=["--record", str(record)]) as swarm:
+    with Swarm(layout(k, per), tokens, delay_s, worker_args=["--record", str(record)]) as swarm:
         async def go() -> dict[str, list[dict[str, float]]]:
             client = SwarmClient(swarm.endpoint, retries=0)
             await one_job(client, k, record)  # a warm-up round, not counted
@@ -84,12 +84,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--delay-s", type=float, default=0.025)
+    parser.add_argument("--ks", type=int, nargs="+", default=list(KS), help="candidates per job")
+    parser.add_argument("--per-process", type=int, default=PER_PROCESS,
+                        help="synthetic slots a worker process")
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 8)
     rows, series = [], {f"{mode} median": [] for mode in STREAMS}
     with tempfile.TemporaryDirectory(prefix="fanout-") as tmp:
-        for k in KS:
-            runs = measure(k, rounds, args.tokens, args.delay_s, Path(tmp))
+        for k in args.ks:
+            runs = measure(k, rounds, args.tokens, args.delay_s, Path(tmp), args.per_process)
             for mode in STREAMS:
                 med = statistics.median(r["ratio"] for r in runs[mode])
                 series[f"{mode} median"].append(med)
@@ -102,7 +105,7 @@ def main() -> None:
           "last candidate's start; tail: its end to the FINAL at the client)",
           ["k", "stream", "rounds", "median ratio", "worst ratio", "last start ms", "tail ms",
            "median <= 1.05"], rows)
-    plot("fanout", "Fan-out: job time / slowest candidate", list(KS), series,
+    plot("fanout", "Fan-out: job time / slowest candidate", args.ks, series,
          xlabel="candidates (k slots)", ylabel="job time / slowest candidate", goal=GOAL,
          logx=True)
 

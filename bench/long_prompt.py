@@ -6,8 +6,8 @@ conversation's second turn (turn 1 + the answer + a new user message). Each is t
 the request to the first token event the client receives (stream live), with the worker's
 prefix cache on and off (two worker processes in turn), against one direct llama.cpp call
 on the same prompt in this process from an empty KV. Every measurement starts its own
-conversation (a session line at the front of the system prompt), so nothing is reused from
-the one before.
+conversation (a session mark in the first tool's description: the tool schemas open the
+prompt), so nothing is reused from the one before.
 
     .venv/bin/python bench/long_prompt.py [--quick] [--tools N] [--system-chars N]
 """
@@ -41,12 +41,17 @@ NEXT_QUESTION = "Good. Now list the Python files under worker/ and say what each
 
 
 def conversation(session: int, tools: int, system_chars: int) -> list[dict]:
-    """Turn 1's messages, with a session line first so no earlier state matches."""
+    """Turn 1's messages and tools, marked with a session line near the front (in the first
+    tool's description: the tools open the prompt) so no earlier conversation's state matches."""
     data = json.loads(REQUEST.read_text())
     messages = [dict(m) for m in data["messages"]]
     system = messages[0]["content"]
     messages[0]["content"] = f"Session {session}.\n" + (system[:system_chars] if system_chars else system)
-    return messages, data["tools"][:tools]
+    tools = [json.loads(json.dumps(t)) for t in data["tools"][:tools]]
+    if tools:  # the tool schemas come first in the prompt (worker/prompt.offer_tools)
+        tools[0]["function"]["description"] = f"(session {session}) " + \
+            tools[0]["function"].get("description", "")
+    return messages, tools
 
 
 def sampling(messages: list[dict], tools: list[dict]) -> Sampling:
@@ -71,7 +76,7 @@ async def swarm_ttft(client: SwarmClient, s: Sampling, k: int) -> tuple[float, s
     start = time.perf_counter()
 
     def on_event(event: dict) -> None:
-        if not first and event.get("text"):
+        if not first and event.get("event") == "token" and event.get("text"):
             first.append(time.perf_counter() - start)
 
     request = GenerateRequest(s, candidates=k, seed=SEED, timeout_s=3600)
@@ -136,8 +141,8 @@ def main() -> None:
     ap.add_argument("--tools", type=int, default=10, help="tool schemas of the request to send")
     ap.add_argument("--system-chars", type=int, default=0,
                     help="cut the system prompt to this many characters (0: whole)")
+    ap.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5], help="candidates per job")
     args = ap.parse_args()
-    args.ks = [1, 3, 5]
     if args.quick:
         args.ks, args.rounds, args.tools, args.system_chars = [1, 3], 1, 2, 2000
     setup = prepare(None, Requested(instances=INSTANCES, n_ctx=N_CTX), progress=False)

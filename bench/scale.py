@@ -80,7 +80,10 @@ def measure(slots: int, jobs: int, candidates: int, tokens: int, load: float,
             workdir: Path) -> dict:
     record = workdir / f"scale-{slots}.txt"
     delay_s = slots / load / tokens if load else 0.0
-    with Swarm(layout(slots), tokens, delay_s, worker_args=["--record", str(record), "--jitter", "0.5"]) as swarm:
+    # every piece its own PARTIAL (--stream-interval-s 0): the same messages a job at every
+    # slot count, where the paced hand-over would join more of the shorter candidates' pieces
+    args = ["--record", str(record), "--jitter", "0.5", "--stream-interval-s", "0"]
+    with Swarm(layout(slots), tokens, delay_s, worker_args=args) as swarm:
         time.sleep(1.0)  # the workers settle (first heartbeats) before the clock starts
         before = swarm.broker_usage()
         start = time.monotonic()
