@@ -8,15 +8,9 @@ import asyncio
 import threading
 
 import pytest
-import zmq
 
-from common import frames as F
-from common.bodies import GenerateRequest, Sampling
-from common.codec import pack, unpack
-from common.messages import ClientRequest
-from tests.conftest import free_port, run
-from tests.faults_util import synthetic, wait_for
-from tests.wire import client_final, dealer
+from tests.conftest import run
+from tests.stream_util import streamed
 from worker.handoff import Handoff
 
 pytestmark = pytest.mark.timeout(90)
@@ -70,27 +64,8 @@ TOKENS = 40
 
 def test_a_paced_worker_s_pieces_reach_a_real_client_in_fewer_messages_complete(procs, ctx):
     # Given a broker and a synthetic worker that makes a piece every 10 ms (a fast model)
-    port = free_port()
-    procs.broker(port, "--no-mdns", "--state-dir", "off")
-    synthetic(procs, port, "paced", "--tokens", str(TOKENS), "--token-delay-s", "0.01")
-    wait_for(port, "the paced worker", lambda p: "paced" in p)
-
-    async def body():
-        sock = dealer(ctx, f"tcp://127.0.0.1:{port}")
-        sock.setsockopt(zmq.RCVHWM, 0)
-        try:
-            request = GenerateRequest(Sampling(prompt="go", max_tokens=TOKENS), candidates=1,
-                                      stream="live")
-            await sock.send_multipart(ClientRequest(F.SERVICE_GENERATE,
-                                                    (pack(request.to_map()),)).to_frames())
-            return await client_final(sock, 60.0)
-        finally:
-            sock.close()
-
     # When a client asks for every token
-    partials, final = run(body(), 80.0)
-    tokens = [e for e in (unpack(m.body[0]) for m in partials) if e["event"] == "token"]
-    winner = unpack(final.body[0])["winner"]
+    tokens, winner = streamed(procs, ctx, "paced", TOKENS, "--token-delay-s", "0.01")
     # Then it reads every token in order, counted right, a few pieces a message
     assert "".join(e["text"] for e in tokens) == winner["text"]
     assert tokens[-1]["tokens"] == TOKENS == len(winner["text"].split())

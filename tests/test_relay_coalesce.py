@@ -5,18 +5,15 @@ events, and the client still reads every token, in order."""
 from __future__ import annotations
 
 import pytest
-import zmq
 
 from broker.outbox import Outbox
 from common import frames as F
-from common.bodies import Chunk, GenerateRequest, Outcome, Sampling
+from common.bodies import Chunk, Outcome
 from common.codec import pack, unpack
 from common.errors import BodyError
-from common.messages import ClientRequest, WorkerReply, decode
-from tests.conftest import free_port, run
-from tests.faults_util import synthetic, wait_for
+from common.messages import WorkerReply, decode
 from tests.generate_util import CLIENT, Swarm
-from tests.wire import client_final, dealer
+from tests.stream_util import streamed
 from worker.generation import MAX_JOINED_CHARS, coalesce
 
 pytestmark = pytest.mark.timeout(90)
@@ -120,28 +117,8 @@ TOKENS = 5000
 
 def test_a_fast_synthetic_worker_s_pieces_reach_a_real_client_complete_and_in_order(procs, ctx):
     # Given a broker and a synthetic worker that emits as fast as it can
-    port = free_port()
-    procs.broker(port, "--no-mdns", "--state-dir", "off")
-    synthetic(procs, port, "fast", "--tokens", str(TOKENS), "--token-delay-s", "0")
-    wait_for(port, "the fast worker", lambda p: "fast" in p)
-
-    async def body():
-        sock = dealer(ctx, f"tcp://127.0.0.1:{port}")
-        sock.setsockopt(zmq.RCVHWM, 0)
-        try:
-            request = GenerateRequest(Sampling(prompt="go", max_tokens=TOKENS), candidates=1,
-                                      stream="live")
-            await sock.send_multipart(ClientRequest(F.SERVICE_GENERATE,
-                                                    (pack(request.to_map()),)).to_frames())
-            return await client_final(sock, 60.0)
-        finally:
-            sock.close()
-
     # When a client asks for every token
-    partials, final = run(body(), 80.0)
-    events = [unpack(m.body[0]) for m in partials]
-    tokens = [e for e in events if e["event"] == "token"]
-    winner = unpack(final.body[0])["winner"]
+    tokens, winner = streamed(procs, ctx, "fast", TOKENS, "--token-delay-s", "0")
     # Then the token events joined are the winner's text, counted right, and they came
     # joined (the worker and the broker coalesce what waits): fewer events than tokens
     assert "".join(e["text"] for e in tokens) == winner["text"]
