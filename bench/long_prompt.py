@@ -87,7 +87,8 @@ async def swarm_ttft(client: SwarmClient, s: Sampling, k: int) -> tuple[float, s
 def start_swarm(cache: bool, threads: int) -> tuple[str, list[subprocess.Popen]]:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     broker = subprocess.Popen([str(BIN / "swarm-broker"), "--bind", endpoint, "--http", "off",
-                               "--no-mdns", "--state-dir", "off"], cwd=ROOT, **QUIET)
+                               "--no-mdns", "--state-dir", "off",
+                               "--peer-timeout", "long=3600"], cwd=ROOT, **QUIET)
     worker = subprocess.Popen([str(BIN / "swarm-worker"), "--broker", endpoint, "--no-mdns",
                                "--name", "long", "--instances", str(INSTANCES), "--threads",
                                str(threads), "--n-ctx", str(N_CTX),

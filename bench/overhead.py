@@ -85,7 +85,10 @@ def swarm(model: Path, threads: int) -> Iterator[tuple[str, str]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryDirectory(prefix="swarm-overhead-") as state:
         procs = [subprocess.Popen([str(BIN / "swarm-broker"), "--bind", endpoint, "--no-mdns",
-                                   "--http", http, "--state-dir", state],
+                                   "--http", http, "--state-dir", state,
+                                   # a fixed candidate timeout: a busy machine's slow round
+                                   # must not fail on one learned from the quick ones
+                                   "--peer-timeout", "bench=600"],
                                   env=env, stderr=subprocess.DEVNULL),
                  subprocess.Popen([str(BIN / "swarm-worker"), "--broker", endpoint, "--name",
                                    "bench", "--model", str(model), "--instances", "1",
