@@ -48,8 +48,10 @@ class Dispatch:
             return
         body = {"event": event, "job": job.id, "cand": cand.index, "peer": cand.peer,
                 "tokens": cand.tokens, "text": text}
-        self.outbox.reply(job.client, job.delimited, SERVICE_GENERATE, body, final=False,
-                          droppable=event == "token")
+        if event == "token":  # droppable, and merged with the candidate's waiting ones
+            self.outbox.token(job.client, job.delimited, SERVICE_GENERATE, body)
+        else:
+            self.outbox.reply(job.client, job.delimited, SERVICE_GENERATE, body, final=False)
 
     # -- placing ------------------------------------------------------------------------
     def _enqueue(self, job: Job) -> None:

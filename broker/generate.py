@@ -147,10 +147,7 @@ class GenerateService(Dispatch):
         cand.tokens += chunk.tokens
         cand.chars += len(chunk.text)
         cand.parts.append(chunk.text)
-        if job.request.stream != "winner" and cand is not job.judge:  # as _event, merged
-            self.outbox.token(job.client, job.delimited, SERVICE_GENERATE, {
-                "event": "token", "job": job.id, "cand": cand.index, "peer": cand.peer,
-                "tokens": cand.tokens, "text": chunk.text})
+        self._event(job, cand, "token", chunk.text)
 
     def _final(self, job: Job, cand: Candidate, slot: Slot, outcome: Outcome, now: float) -> None:
         if outcome.error is not None and outcome.error_code == CONTEXT_LENGTH_EXCEEDED:
