@@ -40,8 +40,8 @@ class GenerateService(Dispatch):
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
                  timeouts: TimeoutPolicy, voter=None, limits: Limits = Limits(),
                  cancel_grace_s: float = CANCEL_GRACE_S, journal=None,
-                 weights: Weights = EVEN):
-        super().__init__(registry, metrics, outbox, timeouts, cancel_grace_s)
+                 weights: Weights = EVEN, watch=None):
+        super().__init__(registry, metrics, outbox, timeouts, cancel_grace_s, watch)
         self.journal = journal  # journal(job, final body, outcome, now): each ended job, once
         self.ballots = Ballots(metrics, voter, weights)
         self.limits = limits
@@ -61,6 +61,7 @@ class GenerateService(Dispatch):
         self.by_client[client].add(job.id)
         self.candidates += len(job.candidates)
         self.timers.add(job.deadline, ("job", job.id))
+        self.watch.accepted(job, now)
         log.info("job accepted: %d candidates, strategy %s", len(job.candidates),
                  request.strategy, extra=logs.kv(job=job.id))
         self._enqueue(job)
@@ -266,6 +267,7 @@ class GenerateService(Dispatch):
             if not ids:
                 del self.by_client[job.client]
         self.outbox.reply(job.client, job.delimited, SERVICE_GENERATE, body, final=True)
+        self.watch.ended(job, body, now)
         if self.journal is not None:
             self.journal(job, body, outcome, now)
 
