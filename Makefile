@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 QUESTION ?= What is the capital of France?
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean screenshots
 
 $(BIN)/python:
 	@echo "Creating $(VENV) (a virtual environment for Swarm)"
@@ -36,6 +36,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/state_cost.py --jobs 100 --rounds 3
 	$(BIN)/python bench/gpu_offload.py --rounds 1
 	$(BIN)/python bench/eval_consensus.py --quick
+
+# the web page's pictures in the README: a real swarm driven in headless chromium
+screenshots: $(STAMP)
+	SWARM_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_web_e2e.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

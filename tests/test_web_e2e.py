@@ -16,7 +16,10 @@ import urllib.request
 import pytest
 
 from tests.conftest import Procs, ask, free_port, wait_for_peers
-from tests.web_util import browser, open_page, shots, status_of, web_broker  # noqa: F401
+from tests import web_util
+from tests.web_util import open_page, status_of, web_broker
+
+browser, shots = web_util.browser, web_util.shots  # the fixtures, for this module
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(240)]
 QUESTION = "Tell me a short story about a fox who finds a lantern."
@@ -33,6 +36,9 @@ RECORD_LENGTHS = """() => {
     }
   }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
+
+SOME_TEXT_OR_ENDED = """() => document.querySelector('#job')?.dataset.state !== 'running' ||
+  [...document.querySelectorAll('#job .cand-text')].some((t) => t.textContent.length >= 30)"""
 
 
 class WebSwarm:
@@ -84,6 +90,7 @@ def test_a_question_asked_on_the_page_streams_and_its_winner_shows(swarm, browse
 
     # Then its job is shown at once and its candidates' text streams in while it runs
     page.wait_for_selector('#job[data-state="running"] .cand .cand-text:not(:empty)')
+    page.wait_for_function(SOME_TEXT_OR_ENDED)  # a picture with more than a word in it
     shots(page, "job-in-flight")
     job = page.get_attribute("#job", "data-job")
     assert job
@@ -117,8 +124,8 @@ def test_a_killed_worker_is_lost_and_a_restarted_broker_is_followed(swarm, brows
     assert page.locator(peer("w1", "live")).count() == 1
     shots(page, "peers")
 
-    # When the broker stops, the page says it is reconnecting
-    swarm.broker.send_signal(signal.SIGINT)
+    # When the broker dies, the page says it is reconnecting
+    swarm.broker.send_signal(signal.SIGKILL)
     swarm.broker.wait(30)
     page.wait_for_selector('#conn[data-state="reconnecting"]')
     assert page.text_content("#conn") == "reconnecting"

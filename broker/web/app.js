@@ -87,7 +87,7 @@
       state.order.splice(state.order.indexOf(old), 1);
       state.jobs.delete(old);
     }
-    dirty.jobs = dirty.job = true;
+    dirty.header = dirty.jobs = dirty.job = true;
   }
   function candEvent(ev) {
     const job = state.jobs.get(id(ev.job));
@@ -98,7 +98,7 @@
     if (ev.event === "token") c.text += text;
     else if (ev.event === "retry") c.text = "";
     else if (ev.event === "done" && typeof ev.text === "string") c.text = text;  // sent whole
-    for (const k of ["peer", "state", "tokens", "ttft_s", "latency_s", "error"]) {
+    for (const k of ["peer", "state", "tokens", "ttft_s", "latency_s", "attempts", "error"]) {
       if (k in ev) c[k] = ev[k];
     }
     if (job.id === shownId()) dirty.job = true;
@@ -109,7 +109,7 @@
     job.state = ev.state;
     job.took_s = ev.took_s;
     job.final = isObj(ev.final) ? ev.final : null;
-    dirty.jobs = dirty.job = true;
+    dirty.header = dirty.jobs = dirty.job = true;
   }
   function apply(ev) {
     switch (ev.type) {
@@ -143,7 +143,8 @@
     const b = state.broker;
     setText($("#swarm-name"), typeof b.swarm === "string" ? b.swarm : "");
     setText($("#version"), typeof b.version === "string" ? "v" + b.version : "");
-    setText($("#jobs-active"), isNum(b.jobs_active) ? b.jobs_active + " active" : "");
+    const running = [...state.jobs.values()].filter((j) => j.state === "running").length;
+    setText($("#jobs-active"), running ? `${running} job${running > 1 ? "s" : ""} running` : "");
     $("#logout").hidden = b.auth !== true;
   }
 
@@ -162,11 +163,16 @@
     card.dataset.state = s;
     const head = el("div", "peer-head");
     head.append(el("span", "peer-name", str(p.name)), el("span", "badge " + s, s));
-    const what = [prof.backend, prof.model].filter((x) => typeof x === "string" && x);
-    const model = el("div", "peer-model", what.length ? what.join(" ") : DASH);
-    const conf = el("div", "peer-conf");
-    conf.append(pair("n_ctx", str(prof.n_ctx)), pair("GPU layers", str(prof.gpu_layers)));
-    card.append(head, model, conf, el("div", "peer-hw", hardware(hw)), slotsBar(p));
+    card.append(head);
+    if (isObj(p.profile)) {
+      const what = [prof.backend, prof.model].filter((x) => typeof x === "string" && x);
+      const conf = el("div", "peer-conf");
+      conf.append(pair("n_ctx", str(prof.n_ctx)), pair("GPU layers", str(prof.gpu_layers)));
+      card.append(el("div", "peer-model", what.length ? what.join(" ") : DASH), conf,
+                  el("div", "peer-hw", hardware(hw)), slotsBar(p));
+    } else {
+      card.append(el("div", "peer-hw", "not connected: its model and machine are unknown"));
+    }
     const ok = isNum(m.requests) && m.requests > 0 && isNum(m.successes)
       ? `${m.successes}/${m.requests} (${Math.round(100 * m.successes / m.requests)}%)` : DASH;
     const metrics = el("div", "metrics");
@@ -261,7 +267,8 @@
     fill(view.head, [el("h2", "job-q", job.question || DASH),
                      el("span", "badge " + str(job.state), str(job.state)),
                      pair("strategy", str(job.strategy)), pair("candidates", str(job.n)),
-                     pair("model", str(job.model)), pair("took", secs(job.took_s))]);
+                     ...(typeof job.model === "string" && job.model ? [pair("model", job.model)] : []),
+                     pair("took", secs(job.took_s))]);
   }
   function drawCand(c, vote, won) {
     let card = view.cards.get(c.cand);
@@ -291,12 +298,18 @@
                        `latency ${secs(c.latency_s)}` + (isNum(c.attempts) && c.attempts > 1
                                                            ? ` \u00b7 ${c.attempts} tries` : ""));
     setText(card.vote, vote ? candVote(vote) : "");
-    setText(card.error, typeof c.error === "string" ? c.error : "");
+    const error = typeof c.error === "string" && c.error ? c.error : "";
+    setText(card.error, error && c.state === "done" ? "an earlier try failed: " + error : error);
+    card.error.classList.toggle("dim", c.state === "done");
   }
   function candVote(v) {
     const agreed = arr(v.agreed).filter(isIndex).map((k) => "#" + k).join(", ");
-    return `answer ${clip(str(v.answer), 60)} \u00b7 group ${str(v.group)} \u00b7 ` +
-           `score ${num(v.score, 3)} \u00b7 agreed with ${agreed || "none"}`;
+    const parts = [];
+    if (typeof v.answer === "string" && v.answer) parts.push("answer " + clip(v.answer, 60));
+    if (v.group !== undefined && v.group !== null) parts.push("group " + str(v.group));
+    parts.push("score " + num(v.score, 3));
+    if (agreed) parts.push("agreed with " + agreed);
+    return parts.join(" \u00b7 ");
   }
   function voteBox(final) {
     const vote = obj(final.vote), box = el("section");
@@ -311,15 +324,21 @@
     }
     const judge = obj(vote.judge);
     if (isObj(vote.judge)) box.append(el("p", "dim", `judge ${str(judge.peer)}: ${str(judge.text)}`));
+    const cands = arr(final.candidates).filter(isObj), winner = obj(final.winner).cand;
+    const agreed = (c) => arr(c.agreed).filter(isIndex).map((k) => "#" + k).join(", ");
+    const columns = [   // [heading, cell, whether any candidate has it (else left out)]
+      ["cand", (c) => "#" + str(c.cand), true], ["peer", (c) => str(c.peer), true],
+      ["answer", (c) => clip(str(c.answer), 80), cands.some((c) => typeof c.answer === "string" && c.answer)],
+      ["group", (c) => str(c.group), cands.some((c) => c.group !== undefined && c.group !== null)],
+      ["score", (c) => num(c.score, 3), true],
+      ["agreed with", (c) => agreed(c) || DASH, cands.some((c) => agreed(c))],
+    ].filter(([, , shown]) => shown);
     const table = el("table"), head = el("tr");
-    for (const h of ["cand", "peer", "answer", "group", "score", "agreed"]) head.append(el("th", "", h));
+    for (const [h] of columns) head.append(el("th", "", h));
     table.append(head);
-    const winner = obj(final.winner).cand;
-    for (const c of arr(final.candidates).filter(isObj)) {
+    for (const c of cands) {
       const row = el("tr", c.cand === winner ? "winner-row" : "");
-      const agreed = arr(c.agreed).filter(isIndex).map((k) => "#" + k).join(", ") || DASH;
-      for (const v of ["#" + str(c.cand), str(c.peer), clip(str(c.answer), 80), str(c.group),
-                       num(c.score, 3), agreed]) row.append(el("td", "", v));
+      for (const [, cell] of columns) row.append(el("td", "", cell(c)));
       table.append(row);
     }
     box.append(table);
