@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -175,4 +176,60 @@ def test_the_api_key_guards_the_page_and_its_stream(browser, procs):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(ask, timeout=10)
     assert refused.value.code == 401
+    page.context.close()
+
+
+ODD_EVENTS = """[
+  [{"type": "snapshot", "broker": null, "peers": [null, 7, {"name": null, "live": "yes",
+    "profile": {"hardware": {"gpus": [null, {"name": 3, "vram_total_mb": "x"}]}},
+    "metrics": {"requests": 0, "successes": null}}, {"name": "<b>x</b>", "live": true,
+    "slots": -1, "busy": 9, "profile": {"model": ["m"]}, "metrics": "none"}],
+    "jobs": [null, {"id": 5}, {"id": "j1", "question": {"a": 1}, "cands": [null, {"cand": "0"},
+      {"cand": 0, "text": 12}], "final": {"winner": null, "candidates": [null, {"cand": 0,
+      "agreed": "all"}], "vote": []}}]}],
+  [{"type": "cand", "job": "j1", "cand": 0, "event": "token", "text": null},
+   {"type": "cand", "job": "nope", "cand": 1, "event": "token", "text": "x"},
+   {"type": "cand", "job": "j1", "cand": -1}, {"type": "end", "job": "j1", "final": 3},
+   {"type": "peers", "peers": {"not": "a list"}},
+   {"type": "peers", "peers": [null, {"name": "<b>x</b>", "live": true, "slots": "2",
+    "metrics": {"requests": 4, "successes": 3, "tokens_per_s": "fast"}}]}, {"type": "job", "job": {"id": null}},
+   {"type": "what"}, null, 4],
+  "not even a list", "{"
+]"""
+
+FAKE_STREAM = """(messages) => {
+  window.EventSource = class {
+    static CLOSED = 2;
+    constructor() {
+      this.readyState = 1;
+      setTimeout(() => { this.onopen?.(); for (const data of messages)
+        this.onmessage?.({data: typeof data === 'string' ? data : JSON.stringify(data)}); }, 0);
+    }
+    close() {}
+  };
+}"""
+
+
+def test_odd_values_off_the_stream_never_break_the_page(browser):
+    """Logic only: the page's own files, a stand-in stream feeding it nonsense; the page
+    shows what it can ("—" for the rest), throws nothing, and stays live."""
+    page = browser.new_context(viewport=web_util.VIEWPORT).new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    web = Path(__file__).parent.parent / "broker" / "web"
+    page.route("http://page.test/**", lambda route: route.fulfill(
+        path=str(web / ("index.html" if route.request.url.endswith("/") else
+                        route.request.url.rsplit("/", 1)[1]))))
+    page.add_init_script(f"({FAKE_STREAM})({ODD_EVENTS})")
+    page.goto("http://page.test/")
+    page.wait_for_selector('#conn[data-state="live"]')
+    page.wait_for_selector('#job[data-job="5"]')  # the newest, when no job says when it began
+    page.click('#jobs .job-row[data-job="j1"]')
+    page.wait_for_selector('#job[data-job="j1"] .cand[data-cand="0"]')
+    assert errors == []
+    assert page.locator('#peers .peer[data-peer="<b>x</b>"]').count() == 1  # as text
+    assert page.locator("#peers b:text-is('x')").count() == 0               # never as markup
+    assert "\u2014" in page.text_content("#peers")
+    assert page.locator("#jobs .job-row").count() == 2
     page.context.close()
