@@ -79,6 +79,9 @@ def _peer_timeouts(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
               metavar="HOST:PORT|off", help="Serve the OpenAI-compatible API here (off: none).")
 @click.option("--api-key", envvar="SWARM_API_KEY", default=None, metavar="KEY",
               help="Require 'Authorization: Bearer KEY' on the HTTP API [env SWARM_API_KEY].")
+@click.option("--web/--no-web", "page", default=True, show_default=True,
+              help="Serve the live web page (peers, jobs, the vote as it happens) at / on the "
+                   "HTTP server; --api-key protects it too.")
 @click.option("--sse-keepalive-s", type=seconds(), default=KEEPALIVE_S, show_default=True,
               help="While a streamed answer is voted on, an SSE comment this often.")
 @click.option("--state-dir", default=None, metavar="DIR|off",
@@ -101,7 +104,7 @@ def _peer_timeouts(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
 @click.pass_context
 def main(ctx, config_file, bind, heartbeat_s, liveness, timeout_s, timeout_floor_s,
          timeout_cap_s, first_token_timeout_s, peer_timeout, cancel_grace_s, shutdown_grace_s,
-         max_jobs, max_candidates, http, api_key, sse_keepalive_s, state_dir, history_size,
+         max_jobs, max_candidates, http, api_key, page, sse_keepalive_s, state_dir, history_size,
          swarm, no_mdns, secure, key_dir, allowed_keys, log_format, verbose):
     """Hand each question to several worker slots at once and vote a winner."""
     if ctx.invoked_subcommand is not None:
@@ -128,7 +131,7 @@ def main(ctx, config_file, bind, heartbeat_s, liveness, timeout_s, timeout_floor
         raise click.ClickException(f"cannot bind {bind}: {e}") from e
     api = None
     if http is not None:
-        api = HttpApi(broker, http[0], http[1], api_key, sse_keepalive_s)
+        api = HttpApi(broker, http[0], http[1], api_key, sse_keepalive_s, page)
         if not api_key and not _loopback(http[0]):
             log.warning("the HTTP API listens on %s without an API key: anyone who can reach "
                         "it can use the swarm (set --api-key or SWARM_API_KEY)", http[0])

@@ -21,6 +21,7 @@ from broker.registry import Registry, Slot
 from broker.rotation import Rotation
 from broker.sampling_plan import prompt_chars
 from broker.timers import Timers
+from broker.watch import Watch
 from common import logs
 from common.bodies import CONTEXT_LENGTH_EXCEEDED, Task
 from common.codec import pack
@@ -33,9 +34,11 @@ CANCEL_GRACE = "cancel grace"  # the timer key of a slot told to stop
 
 class Dispatch:
     def __init__(self, registry: Registry, metrics: MetricsBook, outbox: Outbox,
-                 timeouts: TimeoutPolicy, cancel_grace_s: float = CANCEL_GRACE_S):
+                 timeouts: TimeoutPolicy, cancel_grace_s: float = CANCEL_GRACE_S,
+                 watch: Watch | None = None):
         self.registry, self.metrics, self.outbox, self.timeouts = registry, metrics, outbox, timeouts
         self.cancel_grace_s = cancel_grace_s
+        self.watch = watch or Watch()  # the web page's events: nothing while nobody watches
         self.jobs: dict[str, Job] = {}
         self.rotation = Rotation()              # jobs with candidates waiting for a slot
         self.timers = Timers()
@@ -44,6 +47,8 @@ class Dispatch:
         raise NotImplementedError  # GenerateService: end the job if the vote needs no more
 
     def _event(self, job: Job, cand: Candidate, event: str, text: str = "") -> None:
+        if self.watch.active:
+            self.watch.cand(job, cand, event, text)
         if job.request.stream == "winner" or cand is job.judge:
             return
         body = {"event": event, "job": job.id, "cand": cand.index, "peer": cand.peer,

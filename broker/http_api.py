@@ -9,7 +9,6 @@ OpenAI's shape {"error": {"message", "type", "param", "code"}} and its proper st
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -19,9 +18,11 @@ from aiohttp import web
 
 from broker import openai_reply as R
 from broker import prom
+from broker.http_auth import Auth
 from broker.http_stream import stream_job, wait_final
 from broker.local_job import LocalJob
 from broker.openai_request import ApiError, chat_request, completion_request
+from broker.web import WebView, login_page
 from common import __version__
 from common.frames import ANY_MODEL, MAX_BODY_BYTES, SERVICE_GENERATE
 
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HTTP = "127.0.0.1:7580"
 KEEPALIVE_S = 5.0      # SSE comment lines this often while the vote is pending
-OPEN_PATHS = ("/health",)
 
 
 def _model(name: str) -> dict[str, Any]:
@@ -42,10 +42,11 @@ def error_response(err: ApiError, headers: dict[str, str] | None = None) -> web.
 
 class HttpApi:
     def __init__(self, broker, host: str, port: int, api_key: str | None = None,
-                 keepalive_s: float = KEEPALIVE_S):
+                 keepalive_s: float = KEEPALIVE_S, page: bool = True):
         self.broker, self.host, self.port = broker, host, port
-        self.api_key = api_key or None
+        self.auth = Auth(api_key)
         self.keepalive_s = keepalive_s
+        self.web = WebView(broker, self.auth) if page else None
         self.runner: web.AppRunner | None = None
         self.url: str | None = None
 
@@ -58,6 +59,8 @@ class HttpApi:
         app.router.add_get("/v1/models/{model}", self.model)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
+        if self.web is not None:
+            self.web.add_routes(app)
         return app
 
     async def start(self) -> str:
@@ -71,9 +74,14 @@ class HttpApi:
         host, port = self.runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
         log.info("OpenAI API on %s/v1", self.url)
+        if self.web is not None:
+            self.web.api_url = self.url
+            log.info("live web page on %s/", self.url)
         return self.url
 
     async def stop(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -100,12 +108,10 @@ class HttpApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler) -> web.StreamResponse:
-        if self.api_key is not None and request.path not in OPEN_PATHS:
-            given = request.headers.get("Authorization", "")
-            scheme, _, key = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(),
-                                                                     self.api_key.encode()):
-                raise ApiError(401, "invalid API key: send 'Authorization: Bearer <key>' with "
+        if not self.auth.allows(request):
+            if request.path == "/" and request.method == "GET" and self.web is not None:
+                return login_page()
+            raise ApiError(401, "invalid API key: send 'Authorization: Bearer <key>' with "
                                "the broker's --api-key", code="invalid_api_key",
                                kind="authentication_error")
         return await handler(request)

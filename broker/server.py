@@ -38,6 +38,7 @@ from broker.services import OwnServices, rejections
 from broker.settings import BrokerConfig
 from broker.store import Store
 from broker.verdicts import BAD_REQUEST
+from broker.watch import Watch
 from broker.workers import Workers
 from broker.zap import secure
 from common import __version__
@@ -74,13 +75,14 @@ class Broker:
         self.outbox = Outbox(self.local)
         self.delivery = Delivery(self._send_now)
         self.voter = ThreadPoolExecutor(1, thread_name_prefix="vote")
+        self.watch = Watch()  # what the live web page sees (broker/web.py)
         self.timeouts = TimeoutPolicy(config.timeout_s, config.first_token_timeout_s,
                                       {**peers.timeouts(config.peers), **config.peer_timeouts},
                                       Learning(config.timeout_floor_s, config.timeout_cap_s))
         self.generate = GenerateService(self.registry, self.metrics, self.outbox, self.timeouts,
                                         self.voter, Limits(config.max_jobs, config.max_candidates),
                                         config.cancel_grace_s, self.keeper.job_ended,
-                                        Weights.of(config.peers))
+                                        Weights.of(config.peers), self.watch)
         self.router = Router(self.registry, self.outbox, config.timeout_s)
         self.stats = {"errors": 0, "messages": 0}
         self.rejected = Rejections()  # every message refused, by reason (swarm.status)

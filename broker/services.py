@@ -51,13 +51,16 @@ class OwnServices:
         elif req.service == F.SERVICE_HISTORY:
             self._history(client, delimited, req)
         elif req.service == F.SERVICE_STATUS:
-            body = status_map(self.registry, self.metrics, self.info(now),
-                              self.advertised(), now, self.timeouts, self.disabled)
-            self.outbox.reply(client, delimited, req.service, body, final=True)
+            self.outbox.reply(client, delimited, req.service, self.status(now), final=True)
         elif req.service == F.MMI_SERVICE:
             self._mmi(client, delimited, req)
         else:  # another mmi.* service: not implemented
             self._plain(client, delimited, req.service, b"501")
+
+    def status(self, now: float) -> dict:
+        """swarm.status's answer: the broker's info and every peer (the web page's too)."""
+        return status_map(self.registry, self.metrics, self.info(now), self.advertised(), now,
+                          self.timeouts, self.disabled)
 
     def _cancel(self, client: bytes, delimited: bool, req: ClientRequest, now: float) -> None:
         try:
