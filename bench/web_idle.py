@@ -52,6 +52,7 @@ class Watcher:
     def __init__(self, base_url: str):
         self.url = urlsplit(base_url)
         self.messages = self.bytes = 0
+        self.tokens_seen = False  # a candidate's token event came through (it watched jobs)
         self.ended: str | None = None  # why the stream ended before stop(), if it did
         self._conn: http.client.HTTPConnection | None = None
         self._first = threading.Event()
@@ -84,6 +85,7 @@ class Watcher:
         try:
             while chunk := response.read1(65536):
                 self.bytes += len(chunk)
+                self.tokens_seen = self.tokens_seen or b'"token"' in chunk
                 *messages, rest = (rest + chunk).split(b"\n\n")
                 self.messages += sum(1 for m in messages if b"data:" in m)
                 if self.messages:
@@ -93,12 +95,15 @@ class Watcher:
             self.ended = f"the stream broke: {e}"
 
     def stop(self) -> None:
-        if self._conn is not None and self._conn.sock is not None:
+        """End the stream under the reader (it sees its end), then close the connection."""
+        if self._conn is None:
+            return
+        if self._conn.sock is not None:
             with contextlib.suppress(OSError):
                 self._conn.sock.shutdown(socket.SHUT_RDWR)
-            self._conn.close()
         if self._thread is not None:
             self._thread.join(5)
+        self._conn.close()
 
 
 def batch(endpoint: str, jobs: int, tokens: int) -> tuple[float, int, int]:
@@ -169,8 +174,9 @@ def measure(rounds: int, jobs: int, tokens: int, idle_s: float) -> tuple[dict, d
             print(f"round {r}: " + "  ".join(
                 f"{name} {runs[name][-1]['jobs_s']:.1f} jobs/s {runs[name][-1]['cpu_ms_job']:.2f} "
                 f"ms/job" for name in CONFIGS), flush=True)
-        if watcher.ended:
-            raise SystemExit(f"the watcher did not watch to the end: {watcher.ended}")
+        if watcher.ended or not watcher.tokens_seen:
+            raise SystemExit("the watcher did not watch the jobs to the end: "
+                             f"{watcher.ended or 'no token event came'}")
         return runs, idle, watcher.messages
 
 
