@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scale.py --quick
 	$(BIN)/python bench/early_quorum.py --quick
 	$(BIN)/python bench/long_prompt.py --quick
+	$(BIN)/python bench/web_idle.py --quick
 	$(BIN)/python bench/loop_stall.py
 	$(BIN)/python bench/state_cost.py --jobs 100 --rounds 3
 	$(BIN)/python bench/gpu_offload.py --rounds 1
