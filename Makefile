@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# chromium looked for (and installed, as root) once, for the web view's browser test
+BROWSER := $(VENV)/.browser
 QUESTION ?= What is the capital of France?
 
 .PHONY: install run test bench clean screenshots
@@ -17,12 +19,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/python scripts/install.py $(VENV)/install.log -e '.[test]'
 	@touch $(STAMP)
 
+# The web view's browser test needs Debian's chromium; `make run` does not.
+$(BROWSER): scripts/browser.py | $(BIN)/python
+	@$(BIN)/python scripts/browser.py $(VENV)/browser.log
+	@touch $(BROWSER)
+
 install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/swarm-ask --local --candidates 3 --max-tokens 48 --temperature 0.5 "$(QUESTION)"
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -32,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scale.py --quick
 	$(BIN)/python bench/early_quorum.py --quick
 	$(BIN)/python bench/long_prompt.py --quick
+	$(BIN)/python bench/web_idle.py --quick
 	$(BIN)/python bench/loop_stall.py
 	$(BIN)/python bench/state_cost.py --jobs 100 --rounds 3
 	$(BIN)/python bench/gpu_offload.py --rounds 1

@@ -78,8 +78,10 @@ class Swarm:
 
     def __init__(self, slots: Sequence[int], tokens: int = 16, token_delay_s: float = 0.0,
                  broker_args: Sequence[str] = (), worker_args: Sequence[str] = (),
-                 broker_prefix: Sequence[str] = ()):
+                 broker_prefix: Sequence[str] = (), http: bool = False):
         self.broker_prefix = list(broker_prefix)  # e.g. a profiler's command line
+        # the broker's HTTP server (OpenAI API, web view) on a free loopback port, or off
+        self.http = f"127.0.0.1:{free_port()}" if http else None
         self.slots, self.tokens, self.token_delay_s = list(slots), tokens, token_delay_s
         self.broker_args, self.worker_args = list(broker_args), list(worker_args)
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -89,7 +91,8 @@ class Swarm:
 
     def __enter__(self) -> "Swarm":
         self.broker = subprocess.Popen(
-            [*self.broker_prefix, str(BIN / "swarm-broker"), "--bind", self.endpoint, "--http", "off", "--no-mdns",
+            [*self.broker_prefix, str(BIN / "swarm-broker"), "--bind", self.endpoint,
+             "--http", self.http or "off", "--no-mdns",
              "--state-dir", "off", "--max-jobs", "100000", "--max-candidates", "1000000",
              *self.broker_args], cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **QUIET)
         self.workers = [synthetic(self.endpoint, f"synth{i}", n, self.tokens, self.token_delay_s,
@@ -100,6 +103,11 @@ class Swarm:
             self.__exit__()
             raise
         return self
+
+    @property
+    def http_url(self) -> str | None:
+        """http://HOST:PORT of the broker's HTTP server, or None when it is off."""
+        return f"http://{self.http}" if self.http else None
 
     def __exit__(self, *_exc) -> None:
         stop([*self.workers, *([self.broker] if self.broker else [])])

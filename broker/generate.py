@@ -4,8 +4,7 @@ Pure logic driven by the server loop: every method takes `now` (monotonic second
 puts what must be sent into the Outbox. Every accepted job ends in exactly one FINAL,
 sent by `_end`, the one place a job leaves `jobs`.
 
-Placing candidates, failing, retrying and timing them out is dispatch.py's (the base
-class); a vote may be counted off the loop by the injected voter.
+Placing, retrying and timing out candidates is dispatch.py's (the base); votes may go off-loop.
 """
 
 from __future__ import annotations
@@ -14,13 +13,13 @@ import logging
 from collections import defaultdict
 
 from broker import ballots, quorum, scheduler
+from broker.ballots import Ballots
 from broker.jobs import DONE, RUNNING, Candidate, Job, new_job
 from broker.metrics import JOB_CANCELLED, JOB_FAILED, JOB_OK, MetricsBook
 from broker.outbox import Outbox
 from broker.peers import EVEN, Weights
 from broker.policy import CANCEL_GRACE_S, MAX_TEXT_CHARS, Limits, TimeoutPolicy
 from broker.registry import Registry, Slot
-from broker.ballots import Ballots
 from broker.dispatch import CANCEL_GRACE, Dispatch, need_of, used_by
 from broker.verdicts import BUSY, DEADLINE, NO_MODEL, NO_WORKER, SHUTTING_DOWN, error_map
 from broker.voting import answer_key

@@ -15,6 +15,7 @@ Events and their fields are documented in docs/web.md.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -44,7 +45,23 @@ class Watcher:
 
 
 def sse(events: list[dict[str, Any]]) -> bytes:
-    return b"data: " + json.dumps(events, ensure_ascii=False, default=str).encode() + b"\n\n"
+    """One SSE message: the events as a JSON array (strict JSON: a browser's JSON.parse
+    takes no NaN or Infinity, which become null)."""
+    try:
+        text = json.dumps(events, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(events), ensure_ascii=False, default=str)
+    return b"data: " + text.encode() + b"\n\n"
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 class Watch:

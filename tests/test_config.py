@@ -126,7 +126,7 @@ def test_a_bad_default_file_is_as_much_an_error_as_a_named_one(tmp_path, monkeyp
 def test_every_option_of_the_daemons_is_a_key_spelt_with_underscores():
     broker = keyed_params(broker_main)
     assert {"bind", "heartbeat_s", "timeout_s", "peer_timeout", "http", "api_key", "swarm",
-            "state_dir", "history_size",
+            "state_dir", "history_size", "web",
             "no_mdns", "secure", "key_dir", "allowed_keys", "verbose"} <= set(broker)
     assert not {"config", "help", "version"} & set(broker)
     worker = keyed_params(worker_main, ("print_profile", "as_json"))

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
-from broker.watch import MAX_BACKLOG, PEERS_EVERY_S, RECENT_JOBS, Watch, Watcher
+import pytest
+
+from broker.watch import MAX_BACKLOG, PEERS_EVERY_S, RECENT_JOBS, Watch, Watcher, sse
 from tests.generate_util import Swarm
 
 
@@ -170,3 +172,10 @@ def test_a_job_refused_or_failed_is_shown_failed():
     assert "out of memory" in end["final"]["error"]
     failed = [e for e in got if e.get("event") in ("retry", "failed")]
     assert failed and all("out of memory" in e["error"] for e in failed)
+
+
+def test_a_value_json_cannot_carry_becomes_null_not_a_broken_stream():
+    message = sse([{"type": "end", "final": {"votes": {"0": float("nan")},
+                                             "usage": [float("inf"), 1.5]}}])
+    assert json.loads(message[6:], parse_constant=lambda c: pytest.fail(c)) == \
+        [{"type": "end", "final": {"votes": {"0": None}, "usage": [None, 1.5]}}]
