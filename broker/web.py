@@ -34,7 +34,8 @@ from common.errors import BodyError
 log = logging.getLogger(__name__)
 
 PAGE_DIR = Path(__file__).with_name("web")
-STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC = {"app.js": "text/javascript", "dom.js": "text/javascript",
+          "peers.js": "text/javascript", "style.css": "text/css"}
 KEEPALIVE_S = 15.0      # a comment line this often on a quiet stream
 WRITE_TIMEOUT_S = 30.0  # a page that takes no bytes this long is let go
 RETRY_MS = 1000         # how soon a page's EventSource reconnects
@@ -61,6 +62,12 @@ class WebView:
         app.router.add_get("/ui/logout", self.logout)
 
     async def stop(self) -> None:
+        """The broker stops: every page's stream ends (its page reconnects to the next
+        broker), and so do the jobs asked from a page and the flushing."""
+        for watcher in list(self.watch.watchers):
+            watcher.dropped = True
+            watcher.wake()
+            self.watch.unsubscribe(watcher)
         tasks = [*self._asked, *([self._flusher] if self._flusher else [])]
         for task in tasks:
             task.cancel()

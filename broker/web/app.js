@@ -4,41 +4,17 @@
    Text goes in with textContent only: candidates are model output. */
 "use strict";
 (function () {
-  const DASH = "\u2014";
   const MAX_JOBS = 50;          // jobs kept on the page; the oldest ended ones go first
   const RECONNECT_MS = 1500;    // after the browser gave up on the stream
 
-  const $ = (sel) => document.querySelector(sel);
-  const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
-  const obj = (v) => (isObj(v) ? v : {});
-  const arr = (v) => (Array.isArray(v) ? v : []);
-  const isNum = (v) => typeof v === "number" && Number.isFinite(v);
-  const isIndex = (v) => Number.isInteger(v) && v >= 0;
-  const str = (v) => (typeof v === "string" && v !== "" ? v : isNum(v) ? String(v) : DASH);
-  const num = (v, digits = 2) => (isNum(v) ? v.toFixed(digits) : DASH);
-  const secs = (v) => (isNum(v) ? v.toFixed(2) + " s" : DASH);
-  const clip = (s, n) => (s.length > n ? s.slice(0, n - 1) + "\u2026" : s);
-  const id = (v) => (typeof v === "string" && v ? v : isNum(v) ? String(v) : null);
+  const { DASH, $, isObj, obj, arr, isNum, isIndex, str, num, secs, clip, id, el, setText,
+          setData, fill, pair } = window.SwarmDom;
+  const { peerState, peerCard } = window.SwarmPeers;
 
   const state = { broker: {}, peers: [], jobs: new Map(), order: [], picked: null };
   const dirty = { header: true, peers: true, jobs: true, job: true };
   let view = { id: null, cards: new Map(), final: undefined };
   let frame = 0;
-
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
-  function setText(e, text) { if (e.textContent !== text) e.textContent = text; }
-  function setData(e, key, value) { if (e.dataset[key] !== value) e.dataset[key] = value; }
-  function fill(parent, children) { parent.replaceChildren(...children); }
-  function pair(label, value) {
-    const span = el("span", "kv");
-    span.append(el("b", "", label + " "), document.createTextNode(value));
-    return span;
-  }
 
   /* ---- state from events ---- */
 
@@ -58,11 +34,7 @@
              strategy: j.strategy, n: j.n, state: j.state, created: j.created, took_s: j.took_s,
              final: isObj(j.final) ? j.final : null, cands };
   }
-  function peerState(p) {
-    if (p.disabled === true) return "disabled";
-    if (p.live === true) return "live";
-    return p.advertised === true ? "advertised" : "lost";
-  }
+
 
   function snapshot(ev) {
     state.broker = obj(ev.broker);
@@ -156,60 +128,6 @@
     fill($("#advertised"), adverts);
     $("#advertised-box").hidden = !adverts.length;
   }
-  function peerCard(p, s) {
-    const prof = obj(p.profile), hw = obj(prof.hardware), m = obj(p.metrics);
-    const card = el("div", "peer");
-    card.dataset.peer = str(p.name);
-    card.dataset.state = s;
-    const head = el("div", "peer-head");
-    head.append(el("span", "peer-name", str(p.name)), el("span", "badge " + s, s));
-    card.append(head);
-    if (isObj(p.profile)) {
-      const what = [prof.backend, prof.model].filter((x) => typeof x === "string" && x);
-      const conf = el("div", "peer-conf");
-      conf.append(pair("n_ctx", str(prof.n_ctx)), pair("GPU layers", str(prof.gpu_layers)));
-      card.append(el("div", "peer-model", what.length ? what.join(" ") : DASH), conf,
-                  el("div", "peer-hw", hardware(hw)), slotsBar(p));
-    } else {
-      card.append(el("div", "peer-hw", "not connected: its model and machine are unknown"));
-    }
-    const ok = isNum(m.requests) && m.requests > 0 && isNum(m.successes)
-      ? `${m.successes}/${m.requests} (${Math.round(100 * m.successes / m.requests)}%)` : DASH;
-    const metrics = el("div", "metrics");
-    metrics.append(pair("ok", ok), pair("p95", secs(m.latency_p95_s)),
-                   pair("TTFT", secs(m.ttft_mean_s)), pair("tok/s", num(m.tokens_per_s, 1)),
-                   pair("wins", str(m.wins)));
-    card.append(metrics);
-    if (typeof m.last_error === "string" && m.last_error) {
-      card.append(el("div", "peer-error", "last error: " + m.last_error));
-    }
-    return card;
-  }
-  function hardware(hw) {
-    const parts = [[hw.platform, hw.arch].filter((x) => typeof x === "string" &&
-                                                   x && x !== "unknown").join(" ")];
-    if (isNum(hw.cores_logical)) parts.push(hw.cores_logical + " cores");
-    if (isNum(hw.ram_total_mb)) parts.push((hw.ram_total_mb / 1024).toFixed(1) + " GB RAM");
-    for (const g of arr(hw.gpus).filter(isObj)) {
-      const vram = isNum(g.vram_total_mb) ? " " + (g.vram_total_mb / 1024).toFixed(0) + " GB" : "";
-      parts.push((typeof g.name === "string" && g.name ? g.name : "GPU") + vram);
-    }
-    if (hw.apple_silicon === true && typeof hw.chip === "string") parts.push(hw.chip);
-    const text = parts.filter(Boolean).join(" \u00b7 ");
-    return text || DASH;
-  }
-  function slotsBar(p) {
-    const total = isIndex(p.slots) ? p.slots : 0;
-    const busy = isIndex(p.busy) ? Math.min(p.busy, total) : 0;
-    const box = el("div", "slots");
-    const bar = el("div", "bar");
-    const used = el("div", "used");
-    used.style.width = total ? (100 * busy / total).toFixed(0) + "%" : "0";
-    bar.append(used);
-    box.append(bar, el("span", "", total ? `${busy}/${total} slots busy` : "no slots"));
-    return box;
-  }
-
   function drawJobs() {
     const shown = shownId();
     fill($("#jobs"), state.order.map((k) => {
