@@ -166,8 +166,9 @@ class Watch:
         running = [self.job_view(j, self._wall(j.created_at, now))
                    for j in sorted(jobs, key=lambda j: -j.created_at)]
         ended = [self.job_view(j, at, body, took) for j, body, at, took in self.recent]
-        self._peers_sent = json.dumps(peers, sort_keys=True, default=str)
-        self._peers_at = now
+        if not self.watchers:  # the first page: its list is what the next change is from
+            self._peers_sent = json.dumps(peers, sort_keys=True, default=str)
+            self._peers_at = now
         return {"broker": broker, "peers": peers, "jobs": running + ended}
 
     @staticmethod

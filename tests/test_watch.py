@@ -179,3 +179,14 @@ def test_a_value_json_cannot_carry_becomes_null_not_a_broken_stream():
                                              "usage": [float("inf"), 1.5]}}])
     assert json.loads(message[6:], parse_constant=lambda c: pytest.fail(c)) == \
         [{"type": "end", "final": {"votes": {"0": None}, "usage": [None, 1.5]}}]
+
+
+def test_a_second_page_does_not_hide_a_peer_change_from_the_first():
+    sw, watch = watched(slots=())
+    first, second = Watcher(), Watcher()
+    first_msg = watch.subscribe(first, watch.snapshot({}, [], [], 0.0))
+    assert json.loads(first_msg[6:])[0]["peers"] == []
+    changed = [{"name": "A", "live": True}]
+    watch.subscribe(second, watch.snapshot({}, changed, [], 0.5))  # it starts from the new list
+    watch.flush(PEERS_EVERY_S, lambda: changed)
+    assert events(first) == [{"type": "peers", "peers": changed}]
