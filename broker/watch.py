@@ -127,8 +127,6 @@ class Watch:
         took = round(now - job.created_at, 3)
         self.recent.appendleft((job, body, self._wall(job.created_at, now), took))
         if self.active:
-            for cand in job.everyone():
-                self._open.pop((job.id, cand.index), None)
             self._add({"type": "end", "job": job.id, "state": _state(body), "took_s": took,
                        "final": body})
             self._peers_at = float("-inf")  # its peers' metrics moved: look at once

@@ -227,3 +227,18 @@ def test_a_worker_that_goes_silent_is_shown_lost_and_one_that_joins_live(ctx):
                 finally:
                     w3.close()
     run(body())
+
+
+def test_a_key_or_cookie_that_is_not_utf8_is_refused_not_an_error(ctx):
+    async def body():
+        async with api_on(ctx, api_key="s3cret") as (url, _, broker):
+            port = int(url.rsplit(":", 1)[1])
+            for header in (b"Authorization: Bearer \xff\xfe", b"Cookie: swarm_session=\xff"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /ui/events HTTP/1.1\r\nHost: swarm\r\n" + header +
+                             b"\r\nConnection: close\r\n\r\n")
+                status = (await reader.read()).split(b"\r\n", 1)[0]
+                writer.close()
+                assert status == b"HTTP/1.1 401 Unauthorized", header
+            assert broker.stats["errors"] == 0
+    run(body())
